@@ -1,11 +1,11 @@
-"""Column schemas of the lake's Delta tables (CONTRACT §3); the single source for writers and docs."""
+"""Column schemas of the lake's Delta tables (CONTRACT §3), shared by writers and checks."""
 
 from __future__ import annotations
 
 import polars as pl
 
 MONEY = pl.Decimal(38, 12)
-"""Money is exact: prices carry at most 6 decimals per million units, so 12 decimals hold any cost."""
+"""Exact money: prices have at most 6 decimals per million units, so 12 hold any cost."""
 
 PRICE = pl.Decimal(38, 6)
 UTC_TIMESTAMP = pl.Datetime("us", "UTC")
@@ -46,7 +46,7 @@ USAGE_EVENTS: dict[str, pl.DataType] = {
     "schema_version": pl.String(),
     "source": pl.String(),
 }
-"""One row per distinct request_id. `cost_center` is the caller's `x-chargeback-cost-center` tag as sent."""
+"""One row per distinct request_id; `cost_center` is the caller's cost-center tag as sent."""
 
 USAGE_COSTS: dict[str, pl.DataType] = {
     **{k: v for k, v in USAGE_EVENTS.items() if k != "cost_center"},
@@ -75,7 +75,7 @@ QUARANTINED_ENVELOPES: dict[str, pl.DataType] = {
     "reason": pl.String(),
     "detected_at": UTC_TIMESTAMP,
 }
-"""One row per rejected envelope; `reason` starts with a stable code (`not_json: ...`). Never body text."""
+"""One row per rejected envelope; `reason` starts with a stable code. Never body text."""
 
 UNALLOCATED = "UNALLOCATED"
 TOKEN_SOURCES = ("reported", "gateway", "log_analytics", "estimated", "none")

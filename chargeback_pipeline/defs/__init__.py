@@ -1,0 +1,1 @@
+"""Dagster wiring, autoloaded by definitions.py; logic lives in lib/."""

@@ -1,0 +1,1 @@
+"""The forwarding function's core, shared by the Azure Function and the local server."""

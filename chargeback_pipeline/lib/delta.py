@@ -1,0 +1,84 @@
+"""Delta tables of the lake: one hour replaced atomically, reads filtered by hour."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import polars as pl
+from deltalake import DeltaTable, write_deltalake
+
+from chargeback_pipeline.lib.tables import conform
+
+
+def table_uri(lake: str, table: str) -> str:
+    """The URI of one table under the lake root (a folder or an abfss:// / az:// URI)."""
+    return f"{lake.rstrip('/')}/{table}"
+
+
+def table_exists(uri: str, storage_options: dict[str, str] | None = None) -> bool:
+    """Whether a Delta table has been created at `uri`."""
+    return DeltaTable.is_deltatable(uri, storage_options=storage_options)
+
+
+def replace_hour(
+    uri: str,
+    frame: pl.DataFrame,
+    hour: str,
+    schema: dict[str, pl.DataType],
+    storage_options: dict[str, str] | None = None,
+) -> None:
+    """Replace exactly one hour's rows in one commit; other hours and readers are untouched."""
+    data = conform(frame, schema).to_arrow()
+    if not table_exists(uri, storage_options):
+        write_deltalake(
+            uri, data, mode="append", partition_by=["hour"], storage_options=storage_options
+        )
+        return
+    write_deltalake(
+        uri,
+        data,
+        mode="overwrite",
+        predicate=f"hour = '{_quoted(hour)}'",
+        partition_by=["hour"],
+        storage_options=storage_options,
+    )
+
+
+def _quoted(hour: str) -> str:
+    # Partition keys are validated upstream; doubling quotes keeps the predicate literal anyway.
+    return hour.replace("'", "''")
+
+
+def read_hours(
+    uri: str,
+    hours: list[str],
+    schema: dict[str, pl.DataType],
+    storage_options: dict[str, str] | None = None,
+) -> pl.DataFrame:
+    """The rows of some hours (an empty frame when the table or the hours do not exist)."""
+    if not table_exists(uri, storage_options):
+        return pl.DataFrame(schema=schema)
+    scan = pl.scan_delta(uri, storage_options=storage_options)
+    return conform(scan.filter(pl.col("hour").is_in(hours)).collect(), schema)
+
+
+def read_table(
+    uri: str, schema: dict[str, pl.DataType], storage_options: dict[str, str] | None = None
+) -> pl.DataFrame:
+    """A whole table (an empty frame when it does not exist yet)."""
+    if not table_exists(uri, storage_options):
+        return pl.DataFrame(schema=schema)
+    return conform(pl.scan_delta(uri, storage_options=storage_options).collect(), schema)
+
+
+def keep_first_detection(
+    fresh: pl.DataFrame, previous: pl.DataFrame, now: datetime
+) -> pl.DataFrame:
+    """Stamp quarantine rows with when they were first detected, so reruns change nothing."""
+    keys = ["source", "source_line", "reason"]
+    earlier = previous.select(*keys, pl.col("detected_at").alias("_earlier")).unique(keys)
+    return (
+        fresh.join(earlier, on=keys, how="left", nulls_equal=True)
+        .with_columns(pl.coalesce("_earlier", pl.lit(now)).alias("detected_at"))
+        .drop("_earlier")
+    )

@@ -1,0 +1,176 @@
+"""Token usage read from response bodies (JSON or SSE) and the gateway's counts, with precedence."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+
+class UsageTypeError(ValueError):
+    """A usage object whose counts are not integers."""
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Billable quantities of one call and where the numbers came from."""
+
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    total_tokens: int = 0
+    images: int = 0
+    model: str | None = None
+    token_source: str = "none"
+
+
+NO_USAGE = Usage()
+
+
+def operation_of(path: str | None, operation_id: str | None = None) -> str:
+    """Name the OpenAI operation from the request path (APIM operation id as a fallback)."""
+    route = (path or "").split("?", 1)[0].rstrip("/").lower()
+    for suffix, name in (
+        ("/chat/completions", "chat_completions"),
+        ("/completions", "completions"),
+        ("/embeddings", "embeddings"),
+        ("/responses", "responses"),
+        ("/images/generations", "image_generations"),
+    ):
+        if route.endswith(suffix):
+            return name
+    hint = (operation_id or "").lower()
+    for key, name in (
+        ("chatcompletion", "chat_completions"),
+        ("embedding", "embeddings"),
+        ("response", "responses"),
+        ("image", "image_generations"),
+        ("completion", "completions"),
+    ):
+        if key in hint.replace("_", ""):
+            return name
+    return "other"
+
+
+def _count(value: Any, field: str) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageTypeError(f"usage.{field} is {type(value).__name__}, expected integer")
+    return value
+
+
+def _detail(usage: Mapping[str, Any], section: str, field: str) -> int:
+    details = usage.get(section)
+    return _count(details.get(field), f"{section}.{field}") if isinstance(details, Mapping) else 0
+
+
+def usage_from_object(usage: Mapping[str, Any], model: str | None) -> Usage:
+    """Read an OpenAI `usage` object: Chat/Completions/Embeddings or Responses API field names."""
+    if "input_tokens" in usage or "output_tokens" in usage:
+        prompt = _count(usage.get("input_tokens"), "input_tokens")
+        completion = _count(usage.get("output_tokens"), "output_tokens")
+        cached = _detail(usage, "input_tokens_details", "cached_tokens")
+        reasoning = _detail(usage, "output_tokens_details", "reasoning_tokens")
+    else:
+        prompt = _count(usage.get("prompt_tokens"), "prompt_tokens")
+        completion = _count(usage.get("completion_tokens"), "completion_tokens")
+        cached = _detail(usage, "prompt_tokens_details", "cached_tokens")
+        reasoning = _detail(usage, "completion_tokens_details", "reasoning_tokens")
+    total = _count(usage.get("total_tokens"), "total_tokens") or prompt + completion
+    return Usage(prompt, cached, completion, reasoning, total, 0, model or None, "reported")
+
+
+def _model_of(document: Mapping[str, Any]) -> str | None:
+    model = document.get("model")
+    return model if isinstance(model, str) and model else None
+
+
+def _usage_from_document(document: Any) -> Usage | None:
+    """Usage in one parsed JSON document: a response, a stream chunk or a Responses event."""
+    if not isinstance(document, Mapping):
+        return None
+    inner = document.get("response")
+    if isinstance(inner, Mapping) and isinstance(inner.get("usage"), Mapping):
+        return usage_from_object(inner["usage"], _model_of(inner))
+    usage = document.get("usage")
+    images = len(document["data"]) if _is_image_list(document.get("data")) else 0
+    if isinstance(usage, Mapping):
+        found = usage_from_object(usage, _model_of(document))
+        return Usage(**{**found.__dict__, "images": images}) if images else found
+    if images:
+        return Usage(images=images, model=_model_of(document), token_source="reported")
+    return None
+
+
+def _is_image_list(data: Any) -> bool:
+    return (
+        isinstance(data, list)
+        and bool(data)
+        and all(
+            isinstance(item, Mapping) and ("url" in item or "b64_json" in item) for item in data
+        )
+    )
+
+
+def sse_payloads(body: str) -> Iterator[str]:
+    """The `data:` payloads of an SSE body, last event first (usage sits at the end)."""
+    events = body.replace("\r\n", "\n").split("\n\n")
+    for event in reversed(events):
+        lines = [line[5:].lstrip() for line in event.split("\n") if line.startswith("data:")]
+        if lines:
+            yield "\n".join(lines)
+
+
+def usage_from_sse(body: str) -> Usage | None:
+    """Usage from the final usage chunk or `response.completed` event; a cut frame is skipped."""
+    fallback_model: str | None = None
+    for payload in sse_payloads(body):
+        if payload == "[DONE]":
+            continue
+        try:
+            document = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            continue
+        found = _usage_from_document(document)
+        if found is not None:
+            return found if found.model else Usage(**{**found.__dict__, "model": fallback_model})
+        if fallback_model is None and isinstance(document, Mapping):
+            fallback_model = _model_of(document)
+    return None
+
+
+def usage_from_body(body: str | None, streamed: bool) -> Usage | None:
+    """Usage reported by the model in a response body, or None when the body holds none."""
+    if not body:
+        return None
+    if streamed or body.lstrip().startswith(("data:", "event:")):
+        return usage_from_sse(body)
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return _usage_from_document(document)
+
+
+def usage_from_gateway(gateway_tokens: Mapping[str, Any] | None) -> Usage | None:
+    """APIM's own token counts (token-limit policy variables), when it sent any."""
+    if not isinstance(gateway_tokens, Mapping):
+        return None
+    prompt, completion, total = (gateway_tokens.get(k) for k in ("prompt", "completion", "total"))
+    if prompt is None and completion is None and total is None:
+        return None
+    prompt_n = _count(prompt, "gateway_tokens.prompt")
+    completion_n = _count(completion, "gateway_tokens.completion")
+    total_n = _count(total, "gateway_tokens.total") or prompt_n + completion_n
+    return Usage(prompt_n, 0, completion_n, 0, total_n, 0, None, "gateway")
+
+
+def resolve_usage(
+    body: str | None, streamed: bool, gateway_tokens: Mapping[str, Any] | None
+) -> Usage:
+    """Token precedence: the model's reported usage, else the gateway's counts, else none."""
+    return usage_from_body(body, streamed) or usage_from_gateway(gateway_tokens) or NO_USAGE

@@ -1,0 +1,101 @@
+"""The envelope store's layout and interface: the hour prefix is defined here and nowhere else."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+RAW_PREFIX = "raw"
+APPEND_LIMIT_BYTES = 4 * 1024 * 1024
+"""Larger envelopes (and any holding a newline) are stored as objects of their own, not lines."""
+
+
+@dataclass(frozen=True)
+class StoredEnvelope:
+    """One stored envelope: the object it was read from, its 1-based line there, its raw bytes."""
+
+    source: str
+    line: int
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An object under an hour prefix, with what the late-arrival sensor needs to notice it."""
+
+    name: str
+    size: int
+    modified: datetime
+
+
+class StoreError(RuntimeError):
+    """The store could not be written or read; callers answer 503 or fail the run."""
+
+
+class EnvelopeStore(Protocol):
+    """Write side (forwarder) and read side (pipeline) of the raw envelope store."""
+
+    def write_envelope(self, raw: bytes, timestamp: datetime, request_id: str) -> str: ...
+
+    def list_hour(self, hour_key: str) -> list[StoredObject]: ...
+
+    def read_object(self, name: str) -> bytes: ...
+
+    def describe(self) -> str: ...
+
+
+def hour_prefix(hour_key: str) -> str:
+    """`raw/YYYY/MM/DD/HH/` for a partition key `YYYY-MM-DD-HH:00`."""
+    match = re.fullmatch(r"(\d{4})-(\d{2})-(\d{2})-(\d{2}):00", hour_key)
+    if not match:
+        raise ValueError(f"'{hour_key}' is not an hourly partition key (YYYY-MM-DD-HH:00)")
+    return "/".join((RAW_PREFIX, *match.groups())) + "/"
+
+
+def timestamp_prefix(timestamp: datetime) -> str:
+    """The hour prefix an envelope belongs to, by its own timestamp (UTC)."""
+    return hour_prefix(timestamp.astimezone(UTC).strftime("%Y-%m-%d-%H:00"))
+
+
+def writer_id() -> str:
+    """This process's writer name: one append target per writer keeps writers from colliding."""
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+    return f"{host}-{os.getpid()}"
+
+
+def batch_object_name(timestamp: datetime, arrived: datetime, writer: str) -> str:
+    """NDJSON batch for envelopes of one hour arriving in one minute through one writer."""
+    return f"{timestamp_prefix(timestamp)}{arrived.astimezone(UTC):%Y%m%dT%H%M}-{writer}.ndjson"
+
+
+def single_object_name(timestamp: datetime, request_id: str, arrived: datetime) -> str:
+    """An object for one large envelope; the request id is hashed so it can never shape a path."""
+    digest = hashlib.sha256(request_id.encode("utf-8")).hexdigest()[:24]
+    return f"{timestamp_prefix(timestamp)}{arrived.astimezone(UTC):%Y%m%dT%H%M%S%f}-{digest}.json"
+
+
+def needs_own_object(raw: bytes) -> bool:
+    """Whether an envelope cannot be one NDJSON line of a batch."""
+    return len(raw) > APPEND_LIMIT_BYTES or b"\n" in raw or b"\r" in raw
+
+
+def split_object(name: str, data: bytes) -> Iterator[StoredEnvelope]:
+    """The envelopes in one stored object: each line of a batch, or the whole single object."""
+    if name.endswith(".json"):
+        yield StoredEnvelope(name, 1, data)
+        return
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if line.strip():
+            yield StoredEnvelope(name, number, line)
+
+
+def read_hour(store: EnvelopeStore, hour_key: str) -> Iterator[StoredEnvelope]:
+    """Every envelope stored under an hour's prefix, objects in name order."""
+    for stored in sorted(store.list_hour(hour_key), key=lambda item: item.name):
+        yield from split_object(stored.name, store.read_object(stored.name))

@@ -1,0 +1,38 @@
+"""Package definition; versions pinned to a set measured to work together (see DESIGN.md)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="chargeback_pipeline",
+    version="0.1.0",
+    description="Exact, auditable chargeback for Azure OpenAI traffic behind Azure API Management.",
+    python_requires=">=3.11,<3.14",
+    packages=find_packages(exclude=["chargeback_pipeline_tests*"]),
+    include_package_data=True,
+    install_requires=[
+        "dagster==1.13.27",
+        "dagster-webserver==1.13.27",
+        "dagster-azure==0.29.27",
+        "azure-storage-blob==12.31.1",
+        "azure-monitor-query==2.0.0",
+        "azure-identity==1.27.0",
+        "azure-functions==1.26.0",
+        "polars==2.1.0",
+        "pyarrow==26.0.1",
+        "deltalake==1.6.6",
+        "duckdb==1.5.5",
+        "duckdb-extensions==1.5.5",
+        "duckdb-extension-delta==1.5.5",
+        "pandera[polars]==0.35.0",
+        "orjson==3.13.0",
+    ],
+    extras_require={
+        "dev": [
+            "pytest==9.2.0",
+            "ruff==0.17.6",
+            "mypy==2.4.1",
+            "jsonschema==4.26.0",
+        ],
+    },
+    entry_points={"console_scripts": ["chargeback=chargeback_pipeline.cli:main"]},
+)
