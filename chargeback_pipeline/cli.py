@@ -1,0 +1,281 @@
+"""The `chargeback` command (CONTRACT §5): demo, forward, serve-forwarder, materialize, report."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from chargeback_pipeline.settings import (
+    DEMO_PSEUDONYM_KEY,
+    PROJECT_ROOT,
+    ConfigurationError,
+    load_settings,
+)
+
+EXAMPLES = """examples:
+  chargeback demo                                   # a day of traffic end to end, then the bill
+  chargeback forward calls.ndjson                   # store envelopes like the Azure Function
+  chargeback serve-forwarder --port 7071            # POST /api/envelopes on 127.0.0.1
+  chargeback materialize --start 2026-11-26T00 --end 2026-11-27T00
+  chargeback report --month 2026-11 --format csv
+"""
+
+
+def ensure_dagster_home() -> Path:
+    """DAGSTER_HOME (default .chargeback/dagster_home) with telemetry off, so runs are kept."""
+    home = Path(os.environ.get("DAGSTER_HOME") or PROJECT_ROOT / ".chargeback" / "dagster_home")
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text("telemetry:\n  enabled: false\n")
+    os.environ["DAGSTER_HOME"] = str(home.resolve())
+    return home
+
+
+def parse_hour(text: str) -> datetime:
+    """`YYYY-MM-DDTHH` as a UTC instant."""
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H").replace(tzinfo=UTC)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not YYYY-MM-DDTHH (e.g. 2026-11-26T13)"
+        ) from None
+
+
+def progress(done: int, total: int, label: str, started: float) -> None:
+    """One self-overwriting progress line on stderr."""
+    width = 30
+    filled = width * done // max(total, 1)
+    elapsed = time.monotonic() - started
+    line = f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label} {elapsed:5.1f}s"
+    sys.stderr.write(line.ljust(100))
+    sys.stderr.flush()
+    if done == total:
+        sys.stderr.write("\n")
+
+
+def cmd_forward(args: argparse.Namespace) -> int:
+    from chargeback_pipeline.forwarder.core import forward_envelope, split_ndjson
+    from chargeback_pipeline.store import open_store
+
+    settings = load_settings()
+    store = open_store(settings.store, settings.container)
+    data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    answers: dict[int, int] = {}
+    for number, line in enumerate(split_ndjson(data), start=1):
+        result = forward_envelope(line, store, settings.max_envelope_bytes)
+        answers[result.status] = answers.get(result.status, 0) + 1
+        if not result.accepted:
+            print(f"line {number}: {result.status} {result.message}", file=sys.stderr)
+    summary = ", ".join(f"{count} x {status}" for status, count in sorted(answers.items()))
+    print(f"forwarded into {store.describe()}: {summary or 'nothing'}")
+    return 0 if set(answers) <= {202} else 1
+
+
+def cmd_serve_forwarder(args: argparse.Namespace) -> int:
+    from chargeback_pipeline.forwarder.server import serve
+
+    serve(args.host, args.port)
+    return 0
+
+
+def materialize_hours(hours: Sequence[str], show_progress: bool = True) -> list[str]:
+    """Run the hourly assets for each hour in-process; returns the hours that failed."""
+    import dagster as dg
+
+    from chargeback_pipeline.defs.costs import usage_costs
+    from chargeback_pipeline.defs.ingest import ingested_envelopes
+    from chargeback_pipeline.resources import ChargebackSettings
+
+    ensure_dagster_home()
+    failed = []
+    started = time.monotonic()
+    with dg.DagsterInstance.get() as instance:
+        for done, hour in enumerate(hours, start=1):
+            result = dg.materialize(
+                [ingested_envelopes, usage_costs],
+                partition_key=hour,
+                resources={"chargeback": ChargebackSettings()},
+                instance=instance,
+                raise_on_error=False,
+                tags={"chargeback/source": "cli"},
+                run_config=_quiet_logs(),
+            )
+            if not result.success:
+                failed.append(hour)
+                print(f"\n{hour}: {failure_message(result)}", file=sys.stderr)
+            if show_progress:
+                progress(done, len(hours), hour + (" FAILED" if hour in failed else ""), started)
+    return failed
+
+
+def materialize_marts() -> bool:
+    """Rebuild the DuckDB marts in-process; True on success."""
+    import dagster as dg
+
+    from chargeback_pipeline.defs.marts import dbt_like_marts
+    from chargeback_pipeline.resources import ChargebackSettings
+
+    ensure_dagster_home()
+    with dg.DagsterInstance.get() as instance:
+        result = dg.materialize(
+            [dbt_like_marts],
+            resources={"chargeback": ChargebackSettings()},
+            instance=instance,
+            raise_on_error=False,
+            run_config=_quiet_logs(),
+        )
+    return result.success
+
+
+def failure_message(result: object) -> str:
+    """The first step failure's error message of an in-process run."""
+    for event in getattr(result, "all_events", []):
+        if event.is_step_failure and event.step_failure_data.error:
+            return str(event.step_failure_data.error.message).strip()
+    return "run failed"
+
+
+def _quiet_logs() -> dict[str, object]:
+    return {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def cmd_materialize(args: argparse.Namespace) -> int:
+    from chargeback_pipeline.lib.hours import hour_keys
+
+    if args.end <= args.start:
+        print("--end must be after --start (the range is [start, end))", file=sys.stderr)
+        return 2
+    hours = list(hour_keys(args.start, args.end))
+    failed = materialize_hours(hours)
+    marts_ok = materialize_marts()
+    marts = "built" if marts_ok else "FAILED"
+    print(f"{len(hours) - len(failed)}/{len(hours)} hours materialised; marts {marts}")
+    for hour in failed:
+        print(f"failed: {hour} (see `dagster dev` run logs for details)", file=sys.stderr)
+    return 0 if not failed and marts_ok else 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from chargeback_pipeline.report import monthly_chargeback, render
+
+    settings = load_settings()
+    if not settings.duckdb_path.exists():
+        print(
+            f"no marts at {settings.duckdb_path}: "
+            "run `chargeback materialize` or `chargeback demo` first",
+            file=sys.stderr,
+        )
+        return 1
+    month, frame = monthly_chargeback(settings.duckdb_path, args.month)
+    print(render(frame, args.format, f"Chargeback {month}"))
+    return 0
+
+
+def forward_all(envelopes: Iterable[dict[str, object]]) -> dict[int, int]:
+    """Pass envelopes through the forwarder core into the configured store; counts per status."""
+    import orjson
+
+    from chargeback_pipeline.forwarder.core import forward_envelope
+    from chargeback_pipeline.store import open_store
+
+    settings = load_settings()
+    store = open_store(settings.store, settings.container)
+    answers: dict[int, int] = {}
+    for envelope in envelopes:
+        status = forward_envelope(orjson.dumps(envelope), store, settings.max_envelope_bytes).status
+        answers[status] = answers.get(status, 0) + 1
+    return answers
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from chargeback_pipeline.lib.demo_traffic import generate_day
+    from chargeback_pipeline.lib.hours import hour_keys
+    from chargeback_pipeline.report import monthly_chargeback, render
+
+    if not os.environ.get("CHARGEBACK_PSEUDONYM_KEY"):
+        os.environ["CHARGEBACK_PSEUDONYM_KEY"] = DEMO_PSEUDONYM_KEY
+        print("demo: using the DEMO-ONLY pseudonym key; set CHARGEBACK_PSEUDONYM_KEY for real data")
+    day = args.day or (datetime.now(UTC) - timedelta(days=1)).date()
+    settings = load_settings()
+    print(f"demo: generating {args.calls} calls for {day} (seed {args.seed})")
+    answers = forward_all(generate_day(day, seed=args.seed, calls=args.calls))
+    print(f"demo: forwarder answers {answers} into {settings.store}")
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    hours = list(hour_keys(start, start + timedelta(days=1)))
+    print(f"demo: materialising {len(hours)} hours into {settings.lake}")
+    failed = materialize_hours(hours)
+    if failed or not materialize_marts():
+        print(f"demo: failed hours {failed}; see `dagster dev` for run logs", file=sys.stderr)
+        return 1
+    month, frame = monthly_chargeback(settings.duckdb_path, f"{day:%Y-%m}")
+    print(render(frame, "table", f"Chargeback {month} (marts: {settings.duckdb_path})"))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chargeback",
+        description="Exact chargeback for Azure OpenAI traffic behind API Management.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="generate a day of traffic, bill it, print the table")
+    demo.add_argument(
+        "--day", type=date.fromisoformat, help="UTC day to simulate (default: yesterday)"
+    )
+    demo.add_argument("--calls", type=int, default=4000, help="calls to generate (default 4000)")
+    demo.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
+    demo.set_defaults(handler=cmd_demo)
+
+    forward = commands.add_parser("forward", help="store NDJSON envelopes as the Function would")
+    forward.add_argument("file", help="NDJSON file, one envelope per line; '-' reads stdin")
+    forward.set_defaults(handler=cmd_forward)
+
+    serve = commands.add_parser("serve-forwarder", help="the forwarding function on HTTP")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=7071)
+    serve.set_defaults(handler=cmd_serve_forwarder)
+
+    materialize = commands.add_parser(
+        "materialize", help="materialise hours [start, end) and then the marts"
+    )
+    materialize.add_argument("--start", type=parse_hour, required=True, help="YYYY-MM-DDTHH, UTC")
+    materialize.add_argument(
+        "--end", type=parse_hour, required=True, help="YYYY-MM-DDTHH, exclusive"
+    )
+    materialize.set_defaults(handler=cmd_materialize)
+
+    report = commands.add_parser("report", help="the monthly chargeback per cost center")
+    report.add_argument("--month", help="YYYY-MM (default: the latest month in the marts)")
+    report.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    report.set_defaults(handler=cmd_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except ConfigurationError as error:
+        print(f"configuration: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        from chargeback_pipeline.lib.reference import ReferenceDataError
+        from chargeback_pipeline.store import StoreError
+
+        if isinstance(error, ReferenceDataError | StoreError | FileNotFoundError):
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""Names shared by the Dagster wiring: tables, groups, jobs."""
+
+USAGE_EVENTS = "usage_events"
+USAGE_COSTS = "usage_costs"
+QUARANTINED_ENVELOPES = "quarantined_envelopes"
+RAW_ENVELOPES = "raw_envelopes"
+
+REFERENCE_GROUP = "reference"
+INGEST_GROUP = "ingest"
+COSTS_GROUP = "costs"
+MARTS_GROUP = "marts"
+OWNERS = ["team:finops-platform"]
+
+HOURLY_JOB = "hourly_chargeback"
+MARTS_JOB = "refresh_marts"

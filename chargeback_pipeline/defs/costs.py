@@ -1,0 +1,83 @@
+"""usage_events + reference data -> usage_costs: allocated and priced, recomputable any time."""
+
+import os
+
+import dagster as dg
+
+from chargeback_pipeline import constants as c
+from chargeback_pipeline.lib import tables
+from chargeback_pipeline.lib.checks import unallocated_share, unpriced_usage
+from chargeback_pipeline.lib.costs import usage_costs as cost_usage
+from chargeback_pipeline.lib.delta import read_hours, replace_hour
+from chargeback_pipeline.lib.validation import schema_failures, usage_costs_schema
+from chargeback_pipeline.metadata import column_schema, failures_preview
+from chargeback_pipeline.partitions import hourly_partitions
+from chargeback_pipeline.resources import ChargebackSettings
+
+DEFAULT_UNALLOCATED_WARN_SHARE = "0.05"
+
+
+@dg.asset(
+    name=c.USAGE_COSTS,
+    group_name=c.COSTS_GROUP,
+    description=(
+        "usage_events priced with the price book in force at each call and allocated to a cost "
+        "center (known tag, else subscription mapping, else UNALLOCATED). Exact decimals."
+    ),
+    deps=[c.USAGE_EVENTS, "price_book", "cost_centers"],
+    partitions_def=hourly_partitions,
+    owners=c.OWNERS,
+    kinds={"delta", "polars"},
+    metadata={"dagster/column_schema": column_schema(tables.USAGE_COSTS)},
+    check_specs=[
+        dg.AssetCheckSpec("pandera_schema", asset=c.USAGE_COSTS),
+        dg.AssetCheckSpec("unpriced_usage", asset=c.USAGE_COSTS),
+        dg.AssetCheckSpec("unallocated_share", asset=c.USAGE_COSTS),
+    ],
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
+)
+def usage_costs(
+    context: dg.AssetExecutionContext, chargeback: ChargebackSettings
+) -> dg.MaterializeResult:
+    hour = context.partition_key
+    events = read_hours(chargeback.table(c.USAGE_EVENTS), [hour], tables.USAGE_EVENTS)
+    costs = cost_usage(events, chargeback.reference())
+    replace_hour(chargeback.table(c.USAGE_COSTS), costs, hour, tables.USAGE_COSTS)
+    unpriced = unpriced_usage(costs)
+    share = unallocated_share(costs)
+    warn_above = float(
+        os.environ.get("CHARGEBACK_UNALLOCATED_WARN_SHARE", DEFAULT_UNALLOCATED_WARN_SHARE)
+    )
+    failures = schema_failures(costs, usage_costs_schema())
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/partition_row_count": costs.height,
+            "dagster/uri": chargeback.table(c.USAGE_COSTS),
+            "total_cost": str(costs["total_cost"].sum()),
+            "total_tokens": int(costs["total_tokens"].sum()),
+            "unpriced_requests": int(unpriced["requests"].sum()),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="pandera_schema",
+                passed=failures.is_empty(),
+                metadata={"failure_cases": len(failures), "preview": failures_preview(failures)},
+            ),
+            dg.AssetCheckResult(
+                check_name="unpriced_usage",
+                passed=unpriced.is_empty(),
+                severity=dg.AssetCheckSeverity.ERROR,
+                description="Billable usage with no price-book row in force; add the rows listed.",
+                metadata={
+                    "models": ", ".join(str(m) for m in unpriced["model"].to_list()) or "none",
+                    "preview": failures_preview(unpriced),
+                },
+            ),
+            dg.AssetCheckResult(
+                check_name="unallocated_share",
+                passed=float(share) <= warn_above,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"share": float(share), "warn_above": warn_above},
+            ),
+        ],
+    )

@@ -1,0 +1,145 @@
+"""Envelopes of one hour -> usage_events and quarantined_envelopes (Delta, hour replaced)."""
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import dagster as dg
+import polars as pl
+
+from chargeback_pipeline import constants as c
+from chargeback_pipeline.lib import tables
+from chargeback_pipeline.lib.delta import keep_first_detection, read_hours, replace_hour
+from chargeback_pipeline.lib.ingest import HourIngest, ingest_hour
+from chargeback_pipeline.lib.validation import (
+    quarantined_envelopes_schema,
+    schema_failures,
+    usage_events_schema,
+)
+from chargeback_pipeline.metadata import column_schema, failures_preview
+from chargeback_pipeline.partitions import hourly_partitions
+from chargeback_pipeline.resources import ChargebackSettings
+from chargeback_pipeline.store import read_hour
+
+raw_envelopes = dg.AssetSpec(
+    c.RAW_ENVELOPES,
+    group_name=c.INGEST_GROUP,
+    description="Usage envelopes written by the forwarding function, one prefix per UTC hour.",
+    partitions_def=hourly_partitions,
+    owners=c.OWNERS,
+    kinds={"azure", "json"},
+)
+
+SCHEMA_CHECK = "pandera_schema"
+RECONCILED_CHECK = "envelopes_reconciled"
+
+
+def _schema_check(asset: str, failures: pl.DataFrame) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key=asset,
+        check_name=SCHEMA_CHECK,
+        passed=failures.is_empty(),
+        metadata={"failure_cases": len(failures), "preview": failures_preview(failures)},
+    )
+
+
+def _reconciliation(outcome: HourIngest) -> dg.AssetCheckResult:
+    """Every envelope read is billed once, quarantined, or a dropped identical redelivery."""
+    accounted = (
+        outcome.usage_events.height + outcome.quarantined.height + outcome.duplicates_dropped
+    )
+    return dg.AssetCheckResult(
+        asset_key=c.USAGE_EVENTS,
+        check_name=RECONCILED_CHECK,
+        passed=accounted == outcome.envelopes_read,
+        metadata={
+            "envelopes_read": outcome.envelopes_read,
+            "usage_rows": outcome.usage_events.height,
+            "quarantined": outcome.quarantined.height,
+            "duplicates_dropped": outcome.duplicates_dropped,
+        },
+    )
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            c.USAGE_EVENTS,
+            group_name=c.INGEST_GROUP,
+            description="One row per distinct request_id: tokens, ids and sizes; never content.",
+            deps=[c.RAW_ENVELOPES, "deployments"],
+            owners=c.OWNERS,
+            kinds={"delta", "polars"},
+            metadata={"dagster/column_schema": column_schema(tables.USAGE_EVENTS)},
+        ),
+        dg.AssetSpec(
+            c.QUARANTINED_ENVELOPES,
+            group_name=c.INGEST_GROUP,
+            description="Envelopes that could not be billed, with the reason; never content.",
+            deps=[c.RAW_ENVELOPES],
+            owners=c.OWNERS,
+            kinds={"delta", "polars"},
+            metadata={"dagster/column_schema": column_schema(tables.QUARANTINED_ENVELOPES)},
+        ),
+    ],
+    check_specs=[
+        dg.AssetCheckSpec(SCHEMA_CHECK, asset=c.USAGE_EVENTS),
+        dg.AssetCheckSpec(RECONCILED_CHECK, asset=c.USAGE_EVENTS),
+        dg.AssetCheckSpec(SCHEMA_CHECK, asset=c.QUARANTINED_ENVELOPES),
+    ],
+    partitions_def=hourly_partitions,
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
+)
+def ingested_envelopes(
+    context: dg.AssetExecutionContext, chargeback: ChargebackSettings
+) -> Iterator[dg.MaterializeResult]:
+    hour = context.partition_key
+    settings = chargeback.resolve()
+    outcome = ingest_hour(
+        read_hour(chargeback.envelope_store(), hour),
+        hour,
+        chargeback.reference().deployments,
+        settings.require_pseudonym_key(),
+    )
+    quarantine_uri = chargeback.table(c.QUARANTINED_ENVELOPES)
+    earlier = read_hours(quarantine_uri, [hour], tables.QUARANTINED_ENVELOPES)
+    quarantined = keep_first_detection(outcome.quarantined, earlier, datetime.now(UTC))
+    replace_hour(quarantine_uri, quarantined, hour, tables.QUARANTINED_ENVELOPES)
+    replace_hour(chargeback.table(c.USAGE_EVENTS), outcome.usage_events, hour, tables.USAGE_EVENTS)
+    context.log.info(
+        f"{hour}: {outcome.envelopes_read} envelopes -> {outcome.usage_events.height} usage rows, "
+        f"{outcome.quarantined.height} quarantined, {outcome.duplicates_dropped} duplicates"
+    )
+    yield dg.MaterializeResult(
+        asset_key=c.USAGE_EVENTS,
+        metadata={
+            "dagster/partition_row_count": outcome.usage_events.height,
+            "dagster/uri": chargeback.table(c.USAGE_EVENTS),
+            "envelopes_read": outcome.envelopes_read,
+            "duplicates_dropped": outcome.duplicates_dropped,
+            "total_tokens": int(outcome.usage_events["total_tokens"].sum()),
+        },
+        check_results=[
+            _schema_check(
+                c.USAGE_EVENTS, schema_failures(outcome.usage_events, usage_events_schema())
+            ),
+            _reconciliation(outcome),
+        ],
+    )
+    yield dg.MaterializeResult(
+        asset_key=c.QUARANTINED_ENVELOPES,
+        metadata={
+            "dagster/partition_row_count": quarantined.height,
+            "dagster/uri": quarantine_uri,
+            "reasons": failures_preview(
+                quarantined.group_by(pl.col("reason").str.extract(r"^([a-z_]+)").alias("code"))
+                .len()
+                .sort("code")
+            ),
+        },
+        check_results=[
+            _schema_check(
+                c.QUARANTINED_ENVELOPES,
+                schema_failures(quarantined, quarantined_envelopes_schema()),
+            )
+        ],
+    )

@@ -1,0 +1,81 @@
+"""DuckDB marts: one asset per SQL file in dbt_like_sql/, one asset check per models.yml test."""
+
+from collections.abc import Iterator
+
+import dagster as dg
+
+from chargeback_pipeline import constants as c
+from chargeback_pipeline.lib.marts import build_marts
+from chargeback_pipeline.lib.sql_models import (
+    ModelDoc,
+    SqlModel,
+    load_model_docs,
+    load_models,
+    order_models,
+)
+from chargeback_pipeline.resources import ChargebackSettings
+from chargeback_pipeline.settings import load_settings
+
+_SEVERITY = {"warn": dg.AssetCheckSeverity.WARN, "error": dg.AssetCheckSeverity.ERROR}
+
+
+def mart_spec(model: SqlModel, doc: ModelDoc | None) -> dg.AssetSpec:
+    """An asset for one SQL model: refs and sources are its lineage."""
+    columns = doc.columns if doc else ()
+    return dg.AssetSpec(
+        model.name,
+        group_name=c.MARTS_GROUP,
+        description=(doc.description if doc else "") or model.description or None,
+        deps=[*model.refs, *(table for _, table in model.sources)],
+        owners=c.OWNERS,
+        kinds={"duckdb", "sql"},
+        metadata={
+            "dagster/column_schema": dg.TableSchema(
+                columns=[dg.TableColumn(col.name, description=col.description) for col in columns]
+            ),
+            "sql_file": str(model.path.relative_to(model.path.parents[2])),
+        },
+        automation_condition=dg.AutomationCondition.eager(),
+    )
+
+
+def marts_asset() -> dg.AssetsDefinition:
+    """All models as one multi-asset: they are built in one DuckDB transaction."""
+    sql_dir = load_settings().sql_dir
+    models = order_models(load_models(sql_dir))
+    docs = load_model_docs(sql_dir / "models.yml")
+    check_specs = [
+        dg.AssetCheckSpec(test.name, asset=test.model, description=test.description or None)
+        for doc in docs.values()
+        for test in doc.tests
+    ]
+
+    @dg.multi_asset(
+        name="dbt_like_marts",
+        specs=[mart_spec(model, docs.get(model.name)) for model in models],
+        check_specs=check_specs,
+    )
+    def dbt_like_marts(chargeback: ChargebackSettings) -> Iterator[dg.MaterializeResult]:
+        settings = chargeback.resolve()
+        built = build_marts(settings.sql_dir, settings.lake, settings.duckdb_path)
+        for run in built.runs:
+            yield dg.MaterializeResult(
+                asset_key=run.name,
+                metadata={
+                    "dagster/row_count": run.rows,
+                    "dagster/uri": f"{settings.duckdb_path}::{run.name}",
+                },
+            )
+        for test in built.tests:
+            yield dg.AssetCheckResult(
+                asset_key=test.model,
+                check_name=test.name,
+                passed=test.passed,
+                severity=_SEVERITY.get(test.severity, dg.AssetCheckSeverity.ERROR),
+                metadata={"failing_rows": test.failing_rows},
+            )
+
+    return dbt_like_marts
+
+
+dbt_like_marts = marts_asset()

@@ -1,0 +1,39 @@
+"""Reference seeds as observable source assets: their data version is their content hash."""
+
+import dagster as dg
+
+from chargeback_pipeline.constants import OWNERS, REFERENCE_GROUP
+from chargeback_pipeline.lib.reference import (
+    COST_CENTERS,
+    DEPLOYMENTS,
+    PRICE_BOOK,
+    content_version,
+)
+from chargeback_pipeline.resources import ChargebackSettings
+
+_DESCRIPTIONS = {
+    PRICE_BOOK: "Effective-dated list prices per model and deployment type (USD per 1M tokens).",
+    DEPLOYMENTS: "Azure OpenAI deployments: model, deployment type, region, billing per backend.",
+    COST_CENTERS: "Effective-dated mapping of APIM subscriptions to cost centers and owners.",
+}
+
+
+def reference_asset(file_name: str) -> dg.SourceAsset:
+    """An observable source asset for one reference CSV."""
+
+    @dg.observable_source_asset(
+        name=file_name.removesuffix(".csv"),
+        group_name=REFERENCE_GROUP,
+        description=_DESCRIPTIONS[file_name],
+        owners=OWNERS,
+        tags={"dagster/kind/csv": ""},
+    )
+    def _observe(chargeback: ChargebackSettings) -> dg.DataVersion:
+        return dg.DataVersion(content_version(chargeback.resolve().reference_dir / file_name))
+
+    return _observe
+
+
+price_book = reference_asset(PRICE_BOOK)
+deployments = reference_asset(DEPLOYMENTS)
+cost_centers = reference_asset(COST_CENTERS)

@@ -1,0 +1,94 @@
+"""The monthly chargeback read from the marts file, rendered as a table, CSV or JSON."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import orjson
+import polars as pl
+
+REPORT_COLUMNS = ["cost_center", "requests", "total_tokens", "total_cost", "currency"]
+
+
+def monthly_chargeback(duckdb_path: Path, month: str | None) -> tuple[str, pl.DataFrame]:
+    """Rows of `chargeback_monthly` for a month (default: the latest), most expensive first."""
+    with duckdb.connect(str(duckdb_path), read_only=True) as con:
+        if month is None:
+            latest = con.execute("select max(month) from chargeback_monthly").fetchone()
+            month = str(latest[0]) if latest and latest[0] else ""
+        frame = con.execute(
+            "select * from chargeback_monthly where month = ? "
+            "order by total_cost desc nulls last, cost_center",
+            [month],
+        ).pl()
+    return month, frame
+
+
+def _money(value: object) -> str:
+    return "unpriced" if value is None else f"{Decimal(str(value)):,.6f}"
+
+
+def render(frame: pl.DataFrame, fmt: str, title: str) -> str:
+    """The report in the requested format; money keeps full precision in csv and json."""
+    columns = [c for c in REPORT_COLUMNS if c in frame.columns] + [
+        c for c in ("unpriced_requests",) if c in frame.columns
+    ]
+    rows = frame.select(columns)
+    if fmt == "csv":
+        return rows.with_columns(pl.col("total_cost").cast(pl.String)).write_csv().rstrip()
+    if fmt == "json":
+        records = rows.with_columns(pl.col("total_cost").cast(pl.String)).to_dicts()
+        return orjson.dumps(records, option=orjson.OPT_INDENT_2).decode()
+    return _table(rows, title)
+
+
+def _table(rows: pl.DataFrame, title: str) -> str:
+    header = ["cost center", "requests", "tokens", "cost", "currency"]
+    body = [
+        [
+            str(r["cost_center"]),
+            f"{r['requests']:,}",
+            f"{r['total_tokens']:,}",
+            _money(r["total_cost"]),
+            str(r["currency"] or ""),
+        ]
+        for r in rows.iter_rows(named=True)
+    ]
+    total = sum(
+        (
+            Decimal(str(r["total_cost"]))
+            for r in rows.iter_rows(named=True)
+            if r["total_cost"] is not None
+        ),
+        Decimal(0),
+    )
+    body.append(
+        [
+            "TOTAL",
+            f"{rows['requests'].sum():,}",
+            f"{rows['total_tokens'].sum():,}",
+            f"{total:,.6f}",
+            "",
+        ]
+    )
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+
+    def fmt_line(cells: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 or i == 4 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
+    lines = [
+        title,
+        rule,
+        fmt_line(header),
+        rule,
+        *[fmt_line(b) for b in body[:-1]],
+        rule,
+        fmt_line(body[-1]),
+    ]
+    return "\n".join(lines)

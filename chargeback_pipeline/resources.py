@@ -1,0 +1,44 @@
+"""Typed Dagster resources over the CHARGEBACK_* settings; fields override the environment."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import dagster as dg
+
+from chargeback_pipeline.lib.reference import ReferenceData, load_reference
+from chargeback_pipeline.settings import Settings, load_settings
+from chargeback_pipeline.store import EnvelopeStore, open_store
+
+
+class ChargebackSettings(dg.ConfigurableResource):
+    """Where envelopes, the lake, the marts and the reference data live (unset = environment)."""
+
+    lake: str | None = None
+    store: str | None = None
+    duckdb_path: str | None = None
+    reference_dir: str | None = None
+    pseudonym_key: str | None = None
+
+    def resolve(self) -> Settings:
+        """The environment's settings with this resource's explicit fields on top."""
+        base = load_settings()
+        overrides: dict[str, object] = {
+            "lake": self.lake,
+            "store": self.store,
+            "duckdb_path": Path(self.duckdb_path) if self.duckdb_path else None,
+            "reference_dir": Path(self.reference_dir) if self.reference_dir else None,
+            "pseudonym_key": self.pseudonym_key,
+        }
+        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+    def envelope_store(self) -> EnvelopeStore:
+        settings = self.resolve()
+        return open_store(settings.store, settings.container)
+
+    def reference(self) -> ReferenceData:
+        return load_reference(self.resolve().reference_dir)
+
+    def table(self, name: str) -> str:
+        return f"{self.resolve().lake.rstrip('/')}/{name}"
