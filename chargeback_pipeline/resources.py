@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
 
-from chargeback_pipeline.lib.reference import ReferenceData, load_reference
-from chargeback_pipeline.settings import Settings, load_settings
+from chargeback_pipeline.lib.reference import ReferenceData, ReferenceDataError, load_reference
+from chargeback_pipeline.settings import ConfigurationError, Settings, load_settings
 from chargeback_pipeline.store import EnvelopeStore, open_store
 
 
@@ -42,3 +44,12 @@ class ChargebackSettings(dg.ConfigurableResource):
 
     def table(self, name: str) -> str:
         return f"{self.resolve().lake.rstrip('/')}/{name}"
+
+
+@contextmanager
+def fail_fast_on_bad_setup() -> Iterator[None]:
+    """Configuration and reference-data errors fail the step at once: a retry cannot fix them."""
+    try:
+        yield
+    except (ConfigurationError, ReferenceDataError) as error:
+        raise dg.Failure(description=str(error), allow_retries=False) from error

@@ -12,7 +12,7 @@ from chargeback_pipeline.lib.delta import read_hours, replace_hour
 from chargeback_pipeline.lib.validation import schema_failures, usage_costs_schema
 from chargeback_pipeline.metadata import column_schema, failures_preview
 from chargeback_pipeline.partitions import hourly_partitions
-from chargeback_pipeline.resources import ChargebackSettings
+from chargeback_pipeline.resources import ChargebackSettings, fail_fast_on_bad_setup
 
 DEFAULT_UNALLOCATED_WARN_SHARE = "0.05"
 
@@ -41,7 +41,9 @@ def usage_costs(
 ) -> dg.MaterializeResult:
     hour = context.partition_key
     events = read_hours(chargeback.table(c.USAGE_EVENTS), [hour], tables.USAGE_EVENTS)
-    costs = cost_usage(events, chargeback.reference())
+    with fail_fast_on_bad_setup():
+        reference = chargeback.reference()
+    costs = cost_usage(events, reference)
     replace_hour(chargeback.table(c.USAGE_COSTS), costs, hour, tables.USAGE_COSTS)
     unpriced = unpriced_usage(costs)
     share = unallocated_share(costs)

@@ -17,7 +17,7 @@ from chargeback_pipeline.lib.validation import (
 )
 from chargeback_pipeline.metadata import column_schema, failures_preview
 from chargeback_pipeline.partitions import hourly_partitions
-from chargeback_pipeline.resources import ChargebackSettings
+from chargeback_pipeline.resources import ChargebackSettings, fail_fast_on_bad_setup
 from chargeback_pipeline.store import read_hour
 
 raw_envelopes = dg.AssetSpec(
@@ -93,12 +93,11 @@ def ingested_envelopes(
     context: dg.AssetExecutionContext, chargeback: ChargebackSettings
 ) -> Iterator[dg.MaterializeResult]:
     hour = context.partition_key
-    settings = chargeback.resolve()
+    with fail_fast_on_bad_setup():
+        pseudonym_key = chargeback.resolve().require_pseudonym_key()
+        deployments = chargeback.reference().deployments
     outcome = ingest_hour(
-        read_hour(chargeback.envelope_store(), hour),
-        hour,
-        chargeback.reference().deployments,
-        settings.require_pseudonym_key(),
+        read_hour(chargeback.envelope_store(), hour), hour, deployments, pseudonym_key
     )
     quarantine_uri = chargeback.table(c.QUARANTINED_ENVELOPES)
     earlier = read_hours(quarantine_uri, [hour], tables.QUARANTINED_ENVELOPES)
