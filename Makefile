@@ -27,8 +27,14 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
+# The Dagster UI on 127.0.0.1:3000 over the same lake as `make demo`.
 dev: $(STAMP)
-	$(BIN)/chargeback dev
+	mkdir -p .chargeback/dagster_home
+	test -f .chargeback/dagster_home/dagster.yaml || \
+		printf 'telemetry:\n  enabled: false\n' > .chargeback/dagster_home/dagster.yaml
+	DAGSTER_HOME=$(CURDIR)/.chargeback/dagster_home \
+	CHARGEBACK_PSEUDONYM_KEY=$${CHARGEBACK_PSEUDONYM_KEY:-DEMO-ONLY-pseudonym-key-not-secret} \
+		$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 clean:
 	rm -rf .chargeback

@@ -67,7 +67,7 @@ def cmd_forward(args: argparse.Namespace) -> int:
     store = open_store(settings.store, settings.container)
     data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
     answers: dict[int, int] = {}
-    for number, line in enumerate(split_ndjson(data), start=1):
+    for number, line in split_ndjson(data):
         result = forward_envelope(line, store, settings.max_envelope_bytes)
         answers[result.status] = answers.get(result.status, 0) + 1
         if not result.accepted:

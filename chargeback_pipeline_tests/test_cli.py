@@ -72,11 +72,6 @@ def test_forward_refused_line_exits_non_zero_and_names_the_line(
     assert sorted(stored(store)) == sorted([line("a"), line("c")])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: cmd_forward numbers only the non-empty lines (enumerate over split_ndjson), so "
-    "after a blank line the refused line is reported with the wrong file line number",
-)
 def test_forward_refused_line_number_counts_blank_lines(
     store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -60,6 +60,8 @@ def forward_envelope(
         envelope = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         return ForwardResult(400, "body is not JSON")
+    except RecursionError:
+        return ForwardResult(400, "body is JSON nested too deeply to store")
     if not isinstance(envelope, dict):
         return ForwardResult(400, "body is not a JSON object")
     request_id = envelope.get("request_id")
@@ -75,6 +77,6 @@ def forward_envelope(
     return ForwardResult(202, "stored", name)
 
 
-def split_ndjson(data: bytes) -> list[bytes]:
-    """The non-empty lines of an NDJSON document."""
-    return [line for line in data.splitlines() if line.strip()]
+def split_ndjson(data: bytes) -> list[tuple[int, bytes]]:
+    """The non-empty lines of an NDJSON document with their 1-based line numbers."""
+    return [(n, line) for n, line in enumerate(data.splitlines(), start=1) if line.strip()]

@@ -24,7 +24,14 @@ def make_handler(
             if self.path.split("?", 1)[0] != ROUTE:
                 self._answer(ForwardResult(404, f"POST envelopes to {ROUTE}"))
                 return
-            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                length = int(self.headers.get("Content-Length") or "")
+            except ValueError:
+                length = -1
+            if length < 0:
+                self.close_connection = True
+                self._answer(ForwardResult(411, "send a numeric Content-Length"))
+                return
             if length > max_bytes:
                 # Refuse before reading: the sender learns the limit without a large upload.
                 self.close_connection = True

@@ -52,10 +52,14 @@ class EnvelopeStore(Protocol):
 
 def hour_prefix(hour_key: str) -> str:
     """`raw/YYYY/MM/DD/HH/` for a partition key `YYYY-MM-DD-HH:00`."""
-    match = re.fullmatch(r"(\d{4})-(\d{2})-(\d{2})-(\d{2}):00", hour_key)
-    if not match:
-        raise ValueError(f"'{hour_key}' is not an hourly partition key (YYYY-MM-DD-HH:00)")
-    return "/".join((RAW_PREFIX, *match.groups())) + "/"
+    problem = ValueError(f"'{hour_key}' is not an hourly partition key (YYYY-MM-DD-HH:00)")
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}-\d{2}:00", hour_key):
+        raise problem
+    try:
+        hour = datetime.strptime(hour_key, "%Y-%m-%d-%H:00")
+    except ValueError:
+        raise problem from None
+    return f"{RAW_PREFIX}/{hour:%Y/%m/%d/%H}/"
 
 
 def timestamp_prefix(timestamp: datetime) -> str:
@@ -82,7 +86,8 @@ def single_object_name(timestamp: datetime, request_id: str, arrived: datetime) 
 
 def needs_own_object(raw: bytes) -> bool:
     """Whether an envelope cannot be one NDJSON line of a batch."""
-    return len(raw) > APPEND_LIMIT_BYTES or b"\n" in raw or b"\r" in raw
+    # The stored line is raw + newline, and it must fit one append block.
+    return len(raw) >= APPEND_LIMIT_BYTES or b"\n" in raw or b"\r" in raw
 
 
 def split_object(name: str, data: bytes) -> Iterator[StoredEnvelope]:

@@ -91,11 +91,6 @@ def test_hour_prefix_rejects_malformed_partition_key(key: str) -> None:
         hour_prefix(key)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: hour_prefix only checks the digit shape, so impossible keys such as month 13, "
-    "hour 24 or 30 February map to prefixes like raw/2024/13/01/00/ instead of being rejected",
-)
 @pytest.mark.parametrize("key", ["2024-13-01-00:00", "2024-01-01-24:00", "2024-02-30-10:00"])
 def test_hour_prefix_rejects_impossible_calendar_hour(key: str) -> None:
     with pytest.raises(ValueError):
@@ -180,16 +175,16 @@ def test_envelope_over_append_limit_goes_to_its_own_json_object(
     assert (tmp_path / name).read_bytes() == raw
 
 
-def test_envelope_exactly_at_append_limit_is_still_a_line(
+def test_line_with_its_newline_must_fit_the_append_limit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     raw = envelope("edge", padding=100)
-    monkeypatch.setattr(base, "APPEND_LIMIT_BYTES", len(raw))
     store = LocalEnvelopeStore(tmp_path, writer="w1")
 
-    name = store.write_envelope(raw, IN_HOUR, "edge")
-
-    assert name.endswith(".ndjson")
+    monkeypatch.setattr(base, "APPEND_LIMIT_BYTES", len(raw) + 1)
+    assert store.write_envelope(raw, IN_HOUR, "edge").endswith(".ndjson")
+    monkeypatch.setattr(base, "APPEND_LIMIT_BYTES", len(raw))
+    assert store.write_envelope(raw, IN_HOUR, "edge").endswith(".json")
 
 
 def test_own_object_write_leaves_no_partial_file(tmp_path: Path) -> None:
