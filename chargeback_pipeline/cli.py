@@ -48,15 +48,16 @@ def parse_hour(text: str) -> datetime:
 
 
 def progress(done: int, total: int, label: str, started: float) -> None:
-    """One self-overwriting progress line on stderr."""
+    """A self-overwriting progress bar on a terminal; a plain line per hour in logs."""
     width = 30
     filled = width * done // max(total, 1)
     elapsed = time.monotonic() - started
-    line = f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label} {elapsed:5.1f}s"
-    sys.stderr.write(line.ljust(100))
+    line = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label} {elapsed:5.1f}s"
+    if sys.stderr.isatty():
+        sys.stderr.write("\r" + line.ljust(100) + ("\n" if done == total else ""))
+    else:
+        sys.stderr.write(line + "\n")
     sys.stderr.flush()
-    if done == total:
-        sys.stderr.write("\n")
 
 
 def cmd_forward(args: argparse.Namespace) -> int:
