@@ -109,7 +109,9 @@ def materialize_hours(hours: Sequence[str], show_progress: bool = True) -> list[
             )
             if not result.success:
                 failed.append(hour)
-                print(f"\n{hour}: {failure_message(result)}", file=sys.stderr)
+                print(f"{hour}: {failure_message(result)}", file=sys.stderr)
+            for warning in failed_checks(result):
+                print(f"{hour}: {warning}", file=sys.stderr)
             if show_progress:
                 progress(done, len(hours), hour + (" FAILED" if hour in failed else ""), started)
     return failed
@@ -140,6 +142,17 @@ def failure_message(result: object) -> str:
         if event.is_step_failure and event.step_failure_data.error:
             return str(event.step_failure_data.error.message).strip()
     return "run failed"
+
+
+def failed_checks(result: object) -> list[str]:
+    """One line per asset check that did not pass, with what it found."""
+    lines = []
+    for check in getattr(result, "get_asset_check_evaluations", list)():
+        if not check.passed:
+            found = {k: v.value for k, v in check.metadata.items() if k != "preview"}
+            name = f"{check.asset_key.to_user_string()}.{check.check_name}"
+            lines.append(f"check {name} did not pass ({check.severity.value}): {found}")
+    return lines
 
 
 def _quiet_logs() -> dict[str, object]:

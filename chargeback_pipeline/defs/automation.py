@@ -23,3 +23,12 @@ refresh_marts = dg.define_asset_job(
     selection=dg.AssetSelection.groups(c.MARTS_GROUP),
     description="Rebuild the DuckDB marts from the lake.",
 )
+
+# Marts carry an eager automation condition; this sensor evaluates it, so the marts are rebuilt
+# after hourly runs and backfills without a second schedule.
+marts_automation = dg.AutomationConditionSensorDefinition(
+    "marts_after_hourly_runs",
+    target=dg.AssetSelection.groups(c.MARTS_GROUP),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=60,
+)

@@ -64,7 +64,9 @@ def read_csv_strict(path: Path, columns: list[str]) -> pl.DataFrame:
     if missing:
         raise ReferenceDataError(path.name, "missing column", column=missing[0])
     stripped = [pl.col(c).str.strip_chars().replace("", None).alias(c) for c in columns]
-    return frame.select(stripped).with_row_index("_row", offset=1)
+    # Row numbers count data rows as written; blank lines (often trailing) are not data.
+    numbered = frame.select(stripped).with_row_index("_row", offset=1)
+    return numbered.filter(~pl.all_horizontal(pl.col(columns).is_null()))
 
 
 def _first_bad_row(frame: pl.DataFrame, raw: str, parsed: pl.Expr) -> int | None:

@@ -410,3 +410,14 @@ def test_load_reference_names_the_failing_file(tmp_path: Path) -> None:
 
     with pytest.raises(ReferenceDataError, match=r"^cost_centers\.csv, row 1"):
         load_reference(tmp_path)
+
+
+def test_blank_lines_in_a_reference_file_are_not_rows(tmp_path: Path) -> None:
+    from chargeback_pipeline.lib.reference import load_deployments
+
+    path = tmp_path / "deployments.csv"
+    path.write_text(
+        "deployment,backend_id,model,deployment_type,region,billing\n"
+        "gpt-4o,b1,gpt-4o-2024-08-06,GlobalStandard,eastus,paygo\n\n\n"
+    )
+    assert load_deployments(path).height == 1
