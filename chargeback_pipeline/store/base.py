@@ -7,6 +7,7 @@ import os
 import re
 import socket
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -100,7 +101,10 @@ def split_object(name: str, data: bytes) -> Iterator[StoredEnvelope]:
             yield StoredEnvelope(name, number, line)
 
 
-def read_hour(store: EnvelopeStore, hour_key: str) -> Iterator[StoredEnvelope]:
-    """Every envelope stored under an hour's prefix, objects in name order."""
-    for stored in sorted(store.list_hour(hour_key), key=lambda item: item.name):
-        yield from split_object(stored.name, store.read_object(stored.name))
+def read_hour(store: EnvelopeStore, hour_key: str, workers: int = 16) -> Iterator[StoredEnvelope]:
+    """Every envelope stored under an hour's prefix, objects in name order, fetched concurrently."""
+    names = [item.name for item in sorted(store.list_hour(hour_key), key=lambda item: item.name)]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="read-hour") as pool:
+        # map keeps name order; at most `workers` objects are in flight ahead of the consumer.
+        for name, data in zip(names, pool.map(store.read_object, names), strict=True):
+            yield from split_object(name, data)
