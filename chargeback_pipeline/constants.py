@@ -13,3 +13,4 @@ OWNERS = ["team:finops-platform"]
 
 HOURLY_JOB = "hourly_chargeback"
 MARTS_JOB = "refresh_marts"
+LATE_ARRIVAL_SENSOR = "late_envelopes"
