@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 
 from chargeback_pipeline.lib import tables
 from chargeback_pipeline.lib.delta import read_table, table_uri
+from chargeback_pipeline.lib.lake_views import ExtensionUnavailable, attach_lake_views
 from chargeback_pipeline.lib.sql_models import (
     ModelRun,
     ModelTestResult,
@@ -28,10 +29,12 @@ LAKE_SOURCES = {
 
 @dataclass(frozen=True)
 class MartsBuild:
-    """Every model built, with its row count, and every models.yml test result."""
+    """Every model built, with its row count, every models.yml test result and the lake views."""
 
     runs: list[ModelRun]
     tests: list[ModelTestResult]
+    lake_views: list[str] = field(default_factory=list)
+    lake_views_skipped: str | None = None
 
 
 def build_marts(
@@ -51,4 +54,15 @@ def build_marts(
     with duckdb.connect(str(duckdb_path)) as con:
         runs = run_models(con, models, sources)
         results = [result for model in models for result in run_model_tests(con, model.name, docs)]
-    return MartsBuild(runs, results)
+        views, skipped = _attach_views(con, lake, storage_options)
+    return MartsBuild(runs, results, views, skipped)
+
+
+def _attach_views(
+    con: duckdb.DuckDBPyConnection, lake: str, storage_options: dict[str, str] | None
+) -> tuple[list[str], str | None]:
+    # The views are a convenience for analysts: without the Delta extension the marts still build.
+    try:
+        return attach_lake_views(con, lake, storage_options), None
+    except (ExtensionUnavailable, ValueError, duckdb.Error) as error:
+        return [], f"skipped: {error}"
