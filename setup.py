@@ -23,6 +23,7 @@ setup(
         "duckdb==1.5.5",
         "duckdb-extensions==1.5.5",
         "duckdb-extension-delta==1.5.5",
+        "duckdb-extension-azure==1.5.5",
         "pandera[polars]==0.35.0",
         "orjson==3.13.0",
     ],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
 
@@ -45,6 +45,14 @@ class ChargebackSettings(dg.ConfigurableResource):
     def table(self, name: str) -> str:
         return f"{self.resolve().lake.rstrip('/')}/{name}"
 
+    def lake_options(self) -> dict[str, str] | None:
+        """Storage options for the lake's Delta tables, creating its container when it can."""
+        settings = self.resolve()
+        options = settings.lake_storage_options()
+        if options is not None and settings.lake_connection_string:
+            ensure_container(settings.lake_connection_string, lake_container(settings.lake))
+        return options
+
 
 @contextmanager
 def fail_fast_on_bad_setup() -> Iterator[None]:
@@ -53,3 +61,19 @@ def fail_fast_on_bad_setup() -> Iterator[None]:
         yield
     except (ConfigurationError, ReferenceDataError) as error:
         raise dg.Failure(description=str(error), allow_retries=False) from error
+
+
+def lake_container(lake: str) -> str:
+    """The container of an `az://container/path` or `abfss://container@account...` lake."""
+    location = lake.split("://", 1)[1]
+    return location.split("/", 1)[0].split("@", 1)[0]
+
+
+def ensure_container(connection_string: str, container: str) -> None:
+    """Create a Blob container if it is missing (delta-rs writes into existing containers only)."""
+    from azure.core.exceptions import ResourceExistsError
+    from azure.storage.blob import ContainerClient
+
+    client = ContainerClient.from_connection_string(connection_string, container)
+    with suppress(ResourceExistsError):
+        client.create_container()

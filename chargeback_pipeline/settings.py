@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from chargeback_pipeline.lib.storage_options import delta_storage_options, is_remote
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEMO_PSEUDONYM_KEY = "DEMO-ONLY-pseudonym-key-not-secret"
 """Set by `chargeback demo` when no key is configured; pseudonyms made with it are not private."""
@@ -29,6 +31,14 @@ class Settings:
     pseudonym_key: str | None
     forwarder_key: str | None
     max_envelope_bytes: int
+    lake_connection_string: str | None = None
+    storage_account: str | None = None
+
+    def lake_storage_options(self) -> dict[str, str] | None:
+        """delta-rs options for a lake in Blob Storage; None for a local folder."""
+        if not is_remote(self.lake):
+            return None
+        return delta_storage_options(self.lake_connection_string, self.storage_account)
 
     def require_pseudonym_key(self) -> bytes:
         """The HMAC key for user ids; refusing to run beats pseudonyms anyone can recompute."""
@@ -49,6 +59,11 @@ def _is_uri(value: str) -> bool:
     return "://" in value or "=" in value
 
 
+def is_connection_string(spec: str) -> bool:
+    """Azure Storage connection strings are `Key=Value;` lists (`UseDevelopmentStorage=true`)."""
+    return "=" in spec and "://" not in spec.split("=", 1)[0]
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Resolve every CHARGEBACK_* variable with its documented default."""
     env = os.environ if env is None else env
@@ -64,4 +79,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         pseudonym_key=env.get("CHARGEBACK_PSEUDONYM_KEY") or None,
         forwarder_key=env.get("CHARGEBACK_FORWARDER_KEY") or None,
         max_envelope_bytes=int(env.get("CHARGEBACK_MAX_ENVELOPE_BYTES") or 256 * 1024 * 1024),
+        # The lake reuses the store's connection string unless it has its own.
+        lake_connection_string=env.get("CHARGEBACK_LAKE_CONNECTION_STRING")
+        or (store if store and is_connection_string(store) else None),
+        storage_account=env.get("AZURE_STORAGE_ACCOUNT_NAME") or None,
     )

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -83,12 +84,12 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float =
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"Azurite exited with {process.returncode}")
+            raise RuntimeError(f"{process.args[0]} exited with {process.returncode}")
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.1)
-    raise RuntimeError(f"Azurite did not listen on 127.0.0.1:{port} within {seconds}s")
+    raise RuntimeError(f"nothing listened on 127.0.0.1:{port} within {seconds}s")
 
 
 @pytest.fixture(scope="session")
@@ -130,6 +131,28 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def azurite_lake_endpoint(azurite: Azurite) -> Iterator[str]:
+    """A connection string for a lake in Azurite, through the `startFrom` proxy delta-rs needs."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "chargeback_pipeline_tests.azurite_proxy",
+            str(azurite.port),
+            str(port),
+        ],
+        cwd=REPO_ROOT,
+        start_new_session=True,
+    )
+    try:
+        _wait_for_port(port, process)
+        yield azurite.connection_string.replace(f":{azurite.port}/", f":{port}/")
+    finally:
+        _stop(process)
 
 
 @pytest.fixture

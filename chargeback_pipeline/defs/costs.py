@@ -40,11 +40,12 @@ def usage_costs(
     context: dg.AssetExecutionContext, chargeback: ChargebackSettings
 ) -> dg.MaterializeResult:
     hour = context.partition_key
-    events = read_hours(chargeback.table(c.USAGE_EVENTS), [hour], tables.USAGE_EVENTS)
+    options = chargeback.lake_options()
+    events = read_hours(chargeback.table(c.USAGE_EVENTS), [hour], tables.USAGE_EVENTS, options)
     with fail_fast_on_bad_setup():
         reference = chargeback.reference()
     costs = cost_usage(events, reference)
-    replace_hour(chargeback.table(c.USAGE_COSTS), costs, hour, tables.USAGE_COSTS)
+    replace_hour(chargeback.table(c.USAGE_COSTS), costs, hour, tables.USAGE_COSTS, options)
     unpriced = unpriced_usage(costs)
     share = unallocated_share(costs)
     warn_above = float(

@@ -99,11 +99,13 @@ def ingested_envelopes(
     outcome = ingest_hour(
         read_hour(chargeback.envelope_store(), hour), hour, deployments, pseudonym_key
     )
+    options = chargeback.lake_options()
     quarantine_uri = chargeback.table(c.QUARANTINED_ENVELOPES)
-    earlier = read_hours(quarantine_uri, [hour], tables.QUARANTINED_ENVELOPES)
+    earlier = read_hours(quarantine_uri, [hour], tables.QUARANTINED_ENVELOPES, options)
     quarantined = keep_first_detection(outcome.quarantined, earlier, datetime.now(UTC))
-    replace_hour(quarantine_uri, quarantined, hour, tables.QUARANTINED_ENVELOPES)
-    replace_hour(chargeback.table(c.USAGE_EVENTS), outcome.usage_events, hour, tables.USAGE_EVENTS)
+    replace_hour(quarantine_uri, quarantined, hour, tables.QUARANTINED_ENVELOPES, options)
+    events_uri = chargeback.table(c.USAGE_EVENTS)
+    replace_hour(events_uri, outcome.usage_events, hour, tables.USAGE_EVENTS, options)
     context.log.info(
         f"{hour}: {outcome.envelopes_read} envelopes -> {outcome.usage_events.height} usage rows, "
         f"{outcome.quarantined.height} quarantined, {outcome.duplicates_dropped} duplicates"

@@ -57,7 +57,9 @@ def marts_asset() -> dg.AssetsDefinition:
     )
     def dbt_like_marts(chargeback: ChargebackSettings) -> Iterator[dg.MaterializeResult]:
         settings = chargeback.resolve()
-        built = build_marts(settings.sql_dir, settings.lake, settings.duckdb_path)
+        built = build_marts(
+            settings.sql_dir, settings.lake, settings.duckdb_path, chargeback.lake_options()
+        )
         for run in built.runs:
             yield dg.MaterializeResult(
                 asset_key=run.name,

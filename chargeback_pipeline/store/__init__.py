@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from urllib.parse import urlparse
 
+from chargeback_pipeline.settings import is_connection_string
 from chargeback_pipeline.store.base import EnvelopeStore, StoreError, read_hour
 from chargeback_pipeline.store.local import LocalEnvelopeStore
 
@@ -24,11 +25,6 @@ def _client_options() -> dict[str, object]:
             initial_backoff=0.5, increment_base=2, retry_total=2, random_jitter_range=0.5
         ),
     }
-
-
-def is_connection_string(spec: str) -> bool:
-    """Azure Storage connection strings are `Key=Value;` lists (`UseDevelopmentStorage=true`)."""
-    return "=" in spec and "://" not in spec.split("=", 1)[0]
 
 
 def open_store(spec: str, container: str = "envelopes") -> EnvelopeStore:

@@ -5,7 +5,12 @@ from __future__ import annotations
 from contextlib import suppress
 from datetime import UTC, datetime
 
-from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+)
 from azure.storage.blob import BlobType, ContainerClient
 
 from chargeback_pipeline.store.base import (
@@ -25,9 +30,12 @@ class BlobEnvelopeStore:
     def __init__(self, container: ContainerClient, writer: str | None = None) -> None:
         self.container = container
         self.writer = writer or writer_id()
+        self._parts: dict[str, int] = {}
 
     def describe(self) -> str:
-        return f"blob container {self.container.container_name} at {self.container.url}"
+        # The URL may carry a SAS token in its query; never put that in a message or a log.
+        url = self.container.url.split("?", 1)[0]
+        return f"blob container {self.container.container_name} at {url}"
 
     def ensure_container(self) -> None:
         """Create the container when missing (needs a key or Contributor rights)."""
@@ -45,22 +53,34 @@ class BlobEnvelopeStore:
                 name = single_object_name(timestamp, request_id, arrived)
                 self.container.upload_blob(name, raw, overwrite=False)
             else:
-                name = batch_object_name(timestamp, arrived, self.writer)
-                self._append_line(name, raw + b"\n")
+                name = self._append_line(
+                    batch_object_name(timestamp, arrived, self.writer), raw + b"\n"
+                )
         except AzureError as error:
             raise StoreError(f"cannot write to {self.describe()}: {_reason(error)}") from error
         return name
 
-    def _append_line(self, name: str, line: bytes) -> None:
-        blob = self.container.get_blob_client(name)
-        try:
-            # One append block per envelope: Azure commits each block whole, never torn.
-            blob.append_block(line)
-        except ResourceNotFoundError:
-            # Another thread of this writer may have created it first.
-            with suppress(ResourceExistsError):
-                blob.create_append_blob(if_none_match="*")
-            blob.append_block(line)
+    def _append_line(self, name: str, line: bytes) -> str:
+        """Append to the minute's blob, rolling to `-N` parts past Azure's 50,000-block cap."""
+        part = self._parts.get(name, 0)
+        while True:
+            target = name if part == 0 else name.replace(".ndjson", f"-{part}.ndjson")
+            blob = self.container.get_blob_client(target)
+            try:
+                # One append block per envelope: Azure commits each block whole, never torn.
+                blob.append_block(line)
+                return target
+            except ResourceNotFoundError:
+                # Another thread of this writer may have created it first.
+                with suppress(ResourceExistsError):
+                    blob.create_append_blob(if_none_match="*")
+                blob.append_block(line)
+                return target
+            except HttpResponseError as error:
+                if error.error_code != "BlockCountExceedsLimit":
+                    raise
+                part += 1
+                self._parts[name] = part
 
     def list_hour(self, hour_key: str) -> list[StoredObject]:
         try:
