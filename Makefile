@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: demo test lint typecheck unit dev clean
+.PHONY: demo test lint typecheck unit dev azurite bench-store clean
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,16 @@ dev: $(STAMP)
 	DAGSTER_HOME=$(CURDIR)/.chargeback/dagster_home \
 	CHARGEBACK_PSEUDONYM_KEY=$${CHARGEBACK_PSEUDONYM_KEY:-DEMO-ONLY-pseudonym-key-not-secret} \
 		$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+# Forwarder write and hour read throughput, local folder vs Azurite (figures, not assertions).
+bench-store: $(STAMP) $(NODE_STAMP)
+	$(BIN)/python benchmarks/store_throughput.py
+
+# Azurite on its default port (10000) for `CHARGEBACK_STORE='UseDevelopmentStorage=true'`.
+azurite: $(NODE_STAMP)
+	mkdir -p .chargeback/azurite
+	node_modules/.bin/azurite-blob --blobHost 127.0.0.1 --blobPort 10000 \
+		--location .chargeback/azurite --skipApiVersionCheck --disableTelemetry
 
 clean:
 	rm -rf .chargeback

@@ -20,9 +20,9 @@ import polars as pl
 import pytest
 
 from chargeback_pipeline.cli import materialize_hours, materialize_marts
+from chargeback_pipeline.devtools.azurite import free_port, wait_for_port
 from chargeback_pipeline.lib.demo_traffic import generate_day_with_truth
 from chargeback_pipeline.settings import load_settings
-from chargeback_pipeline_tests.conftest import _free_port, _wait_for_port
 
 DAY = date(2026, 11, 20)
 
@@ -46,7 +46,7 @@ def forwarder(blob_store_env, azurite_lake_endpoint: str, monkeypatch, chargebac
     """`chargeback serve-forwarder` as a real process writing into Azurite; stopped by PID."""
     monkeypatch.setenv("CHARGEBACK_LAKE", f"az://lake-{uuid.uuid4().hex[:12]}/chargeback")
     monkeypatch.setenv("CHARGEBACK_LAKE_CONNECTION_STRING", azurite_lake_endpoint)
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "chargeback"), "serve-forwarder", "--port", str(port)],
         env=os.environ.copy(),
@@ -55,7 +55,7 @@ def forwarder(blob_store_env, azurite_lake_endpoint: str, monkeypatch, chargebac
         start_new_session=True,
     )
     try:
-        _wait_for_port(port, process)
+        wait_for_port(port, process)
         yield port
     finally:
         os.killpg(process.pid, signal.SIGTERM)

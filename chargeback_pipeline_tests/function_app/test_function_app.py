@@ -19,9 +19,10 @@ import orjson
 import pytest
 from azure.functions.decorators.function_app import Function
 
+from chargeback_pipeline.devtools.azurite import Azurite
 from chargeback_pipeline.settings import load_settings
 from chargeback_pipeline.store import open_store, read_hour
-from chargeback_pipeline_tests.conftest import EXAMPLES, REPO_ROOT, Azurite
+from chargeback_pipeline_tests.conftest import EXAMPLES, REPO_ROOT
 
 APP_DIR = REPO_ROOT / "infra" / "function_app"
 HOUR = "2026-11-27-13:00"

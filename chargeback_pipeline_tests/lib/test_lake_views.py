@@ -12,6 +12,9 @@ import pytest
 from azure.storage.blob import ContainerClient
 from deltalake import write_deltalake
 
+from chargeback_pipeline.devtools.azurite import ACCOUNT as AZURITE_ACCOUNT
+from chargeback_pipeline.devtools.azurite import ACCOUNT_KEY as AZURITE_KEY
+from chargeback_pipeline.devtools.azurite import Azurite
 from chargeback_pipeline.lib import lake_views, tables
 from chargeback_pipeline.lib.lake_views import (
     EMULATOR_KEY,
@@ -22,7 +25,7 @@ from chargeback_pipeline.lib.lake_views import (
     open_lake,
 )
 from chargeback_pipeline.lib.marts import build_marts
-from chargeback_pipeline_tests.conftest import AZURITE_ACCOUNT, AZURITE_KEY, REPO_ROOT, Azurite
+from chargeback_pipeline_tests.conftest import REPO_ROOT
 
 HOUR = "2026-01-15T10"
 COSTS = [Decimal("1.250000000001"), Decimal("0.000000000002")]

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
+from chargeback_pipeline.devtools.azurite import Azurite
 from chargeback_pipeline.store import StoreError, open_store, read_hour
 from chargeback_pipeline.store import base as store_base
-from chargeback_pipeline_tests.conftest import Azurite
 
 HOUR = "2026-11-27-13:00"
 IN_HOUR = datetime(2026, 11, 27, 13, 5, tzinfo=UTC)

@@ -1,0 +1,1 @@
+"""Local development services (Azurite) shared by tests, benchmarks and make targets."""
