@@ -33,6 +33,7 @@ class Settings:
     max_envelope_bytes: int
     lake_connection_string: str | None = None
     storage_account: str | None = None
+    parse_workers: int = 1
 
     def lake_storage_options(self) -> dict[str, str] | None:
         """delta-rs options for a lake in Blob Storage; None for a local folder."""
@@ -83,4 +84,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         lake_connection_string=env.get("CHARGEBACK_LAKE_CONNECTION_STRING")
         or (store if store and is_connection_string(store) else None),
         storage_account=env.get("AZURE_STORAGE_ACCOUNT_NAME") or None,
+        parse_workers=int(env.get("CHARGEBACK_PARSE_WORKERS") or os.cpu_count() or 1),
     )

@@ -94,11 +94,11 @@ def ingested_envelopes(
 ) -> Iterator[dg.MaterializeResult]:
     hour = context.partition_key
     with fail_fast_on_bad_setup():
-        pseudonym_key = chargeback.resolve().require_pseudonym_key()
+        settings = chargeback.resolve()
+        pseudonym_key = settings.require_pseudonym_key()
         deployments = chargeback.reference().deployments
-    outcome = ingest_hour(
-        read_hour(chargeback.envelope_store(), hour), hour, deployments, pseudonym_key
-    )
+    stored = read_hour(chargeback.envelope_store(), hour)
+    outcome = ingest_hour(stored, hour, deployments, pseudonym_key, settings.parse_workers)
     options = chargeback.lake_options()
     quarantine_uri = chargeback.table(c.QUARANTINED_ENVELOPES)
     earlier = read_hours(quarantine_uri, [hour], tables.QUARANTINED_ENVELOPES, options)

@@ -65,7 +65,8 @@ def _section(envelope: Mapping[str, Any], name: str, required: bool = False) -> 
         if required:
             raise EnvelopeError("missing_section", f"envelope has no '{name}' section")
         return {}
-    if not isinstance(value, Mapping):
+    # Exact type checks: decoded JSON has only builtin types, and abc checks cost per field.
+    if type(value) is not dict:
         raise EnvelopeError("wrong_type", f"'{name}' is {type(value).__name__}, expected object")
     return value
 
@@ -74,7 +75,7 @@ def _typed(section: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
     value = section.get(key)
     if value is None:
         return None
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+    if type(value) is not kind:  # also refuses True/False where an integer is expected
         expected = {str: "string", int: "integer", bool: "boolean"}[kind]
         raise EnvelopeError(
             "wrong_type", f"{where}.{key} is {type(value).__name__}, expected {expected}"
@@ -129,8 +130,13 @@ def envelope_row(
     streamed = bool(_typed(response, "streamed", bool, "response")) or (
         str(response.get("content_type") or "").startswith("text/event-stream")
     )
+    operation = operation_of(
+        _typed(request, "path", str, "request"), _typed(api, "operation_id", str, "api")
+    )
     try:
-        usage = resolve_usage(body, streamed, _section(envelope, "gateway_tokens") or None)
+        usage = resolve_usage(
+            body, streamed, _section(envelope, "gateway_tokens") or None, operation
+        )
     except UsageTypeError as error:
         raise EnvelopeError("wrong_type", str(error)) from None
     return {
@@ -150,9 +156,7 @@ def envelope_row(
         "deployment": _typed(backend, "deployment", str, "backend"),
         "api_version": _typed(backend, "api_version", str, "backend"),
         "model": usage.model,
-        "operation": operation_of(
-            _typed(request, "path", str, "request"), _typed(api, "operation_id", str, "api")
-        ),
+        "operation": operation,
         "status_code": status,
         "streamed": streamed,
         "prompt_tokens": usage.prompt_tokens,

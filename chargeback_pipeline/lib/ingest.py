@@ -4,33 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import polars as pl
 
 from chargeback_pipeline.lib.costs import attach_deployments
-from chargeback_pipeline.lib.envelopes import EnvelopeError, decode_envelope, envelope_row
 from chargeback_pipeline.lib.hours import hour_start
-from chargeback_pipeline.lib.tables import QUARANTINED_ENVELOPES, USAGE_EVENTS, conform
+from chargeback_pipeline.lib.parse import (
+    PARSED_ENVELOPES,
+    QUARANTINE_CANDIDATES,
+    Stored,
+    parse_hour,
+)
+from chargeback_pipeline.lib.tables import USAGE_EVENTS, conform
 from chargeback_pipeline.lib.validation import failed_rows, parsed_envelope_schema
 
-_DERIVED_LATER = ("hour", "deployment_type", "billing")
-PARSED_ENVELOPES: dict[str, pl.DataType] = {
-    **{k: v for k, v in USAGE_EVENTS.items() if k not in _DERIVED_LATER},
-    "source_line": pl.Int64(),
-}
-QUARANTINE_CANDIDATES = {k: v for k, v in QUARANTINED_ENVELOPES.items() if k != "detected_at"}
 # Columns that decide whether two deliveries of one request_id are the same call.
 _CALL_CONTENT = [c for c in PARSED_ENVELOPES if c not in ("source", "source_line")]
-
-
-@dataclass(frozen=True)
-class StoredEnvelope:
-    """One stored envelope: where it was read from and its raw bytes."""
-
-    source: str
-    line: int
-    raw: bytes
 
 
 @dataclass(frozen=True)
@@ -41,34 +30,6 @@ class HourIngest:
     quarantined: pl.DataFrame
     envelopes_read: int
     duplicates_dropped: int
-
-
-def parse_envelopes(
-    stored: Iterable[StoredEnvelope], pseudonym_key: bytes
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Parse each envelope into a content-free row, or a quarantine candidate with its reason."""
-    rows: list[dict[str, Any]] = []
-    rejects: list[dict[str, Any]] = []
-    for item in stored:
-        request_id = None
-        try:
-            envelope = decode_envelope(item.raw)
-            request_id = envelope.get("request_id")
-            rows.append(envelope_row(envelope, item.source, item.line, pseudonym_key))
-        except EnvelopeError as error:
-            rejects.append(
-                {
-                    "source": item.source,
-                    "source_line": item.line,
-                    "request_id": request_id if isinstance(request_id, str) else None,
-                    "reason": str(error),
-                }
-            )
-    reject_schema = {k: v for k, v in QUARANTINE_CANDIDATES.items() if k != "hour"}
-    return (
-        pl.DataFrame(rows, schema=PARSED_ENVELOPES),
-        pl.DataFrame(rejects, schema=reject_schema),
-    )
 
 
 def split_valid(parsed: pl.DataFrame, hour: str) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -107,13 +68,14 @@ def drop_duplicates(valid: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, in
 
 
 def ingest_hour(
-    stored: Iterable[StoredEnvelope],
+    stored: Iterable[Stored],
     hour: str,
     deployments: pl.DataFrame,
     pseudonym_key: bytes,
+    workers: int = 1,
 ) -> HourIngest:
     """Parse, validate, deduplicate and enrich one hour's envelopes."""
-    parsed, rejected = parse_envelopes(stored, pseudonym_key)
+    parsed, rejected = parse_hour(stored, pseudonym_key, workers)
     valid, invalid = split_valid(parsed, hour)
     unique, conflicts, duplicates = drop_duplicates(valid)
     events = attach_deployments(unique.lazy().with_columns(pl.lit(hour).alias("hour")), deployments)

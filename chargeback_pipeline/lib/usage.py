@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -65,7 +66,7 @@ def _count(value: Any, field: str) -> int:
 
 def _detail(usage: Mapping[str, Any], section: str, field: str) -> int:
     details = usage.get(section)
-    return _count(details.get(field), f"{section}.{field}") if isinstance(details, Mapping) else 0
+    return _count(details.get(field), f"{section}.{field}") if isinstance(details, dict) else 0
 
 
 def usage_from_object(usage: Mapping[str, Any], model: str | None) -> Usage:
@@ -91,14 +92,14 @@ def _model_of(document: Mapping[str, Any]) -> str | None:
 
 def _usage_from_document(document: Any) -> Usage | None:
     """Usage in one parsed JSON document: a response, a stream chunk or a Responses event."""
-    if not isinstance(document, Mapping):
+    if not isinstance(document, dict):
         return None
     inner = document.get("response")
-    if isinstance(inner, Mapping) and isinstance(inner.get("usage"), Mapping):
+    if isinstance(inner, dict) and isinstance(inner.get("usage"), Mapping):
         return usage_from_object(inner["usage"], _model_of(inner))
     usage = document.get("usage")
     images = len(document["data"]) if _is_image_list(document.get("data")) else 0
-    if isinstance(usage, Mapping):
+    if isinstance(usage, dict):
         found = usage_from_object(usage, _model_of(document))
         return Usage(**{**found.__dict__, "images": images}) if images else found
     if images:
@@ -110,16 +111,20 @@ def _is_image_list(data: Any) -> bool:
     return (
         isinstance(data, list)
         and bool(data)
-        and all(
-            isinstance(item, Mapping) and ("url" in item or "b64_json" in item) for item in data
-        )
+        and all(isinstance(item, dict) and ("url" in item or "b64_json" in item) for item in data)
     )
 
 
 def sse_payloads(body: str) -> Iterator[str]:
     """The `data:` payloads of an SSE body, last event first (usage sits at the end)."""
-    events = body.replace("\r\n", "\n").split("\n\n")
-    for event in reversed(events):
+    if "\r" in body:
+        body = body.replace("\r\n", "\n")
+    end = len(body)
+    while end > 0:
+        # Walk back event by event: only the last few frames of a long stream are touched.
+        cut = body.rfind("\n\n", 0, end)
+        event = body[cut + 2 if cut >= 0 else 0 : end]
+        end = max(cut, 0)
         lines = [line[5:].lstrip() for line in event.split("\n") if line.startswith("data:")]
         if lines:
             yield "\n".join(lines)
@@ -138,17 +143,61 @@ def usage_from_sse(body: str) -> Usage | None:
         found = _usage_from_document(document)
         if found is not None:
             return found if found.model else Usage(**{**found.__dict__, "model": fallback_model})
-        if fallback_model is None and isinstance(document, Mapping):
+        if fallback_model is None and isinstance(document, dict):
             fallback_model = _model_of(document)
     return None
 
 
-def usage_from_body(body: str | None, streamed: bool) -> Usage | None:
-    """Usage reported by the model in a response body, or None when the body holds none."""
+_DECODER = json.JSONDecoder()
+
+
+def _values_of(text: str, key: str) -> Iterator[Any]:
+    """Values of `"key":` in a JSON text, last first, decoding only those values."""
+    needle = f'"{key}"'
+    end = len(text)
+    while (at := text.rfind(needle, 0, end)) >= 0:
+        end = at
+        if at and text[at - 1] == "\\":
+            continue  # an escaped quote: the word sits inside a string value
+        colon = at + len(needle)
+        while colon < len(text) and text[colon] in " \t\r\n":
+            colon += 1
+        if colon >= len(text) or text[colon] != ":":
+            continue
+        start = colon + 1
+        while start < len(text) and text[start] in " \t\r\n":
+            start += 1
+        try:
+            yield _DECODER.raw_decode(text, start)[0]
+        except ValueError:
+            continue
+
+
+def usage_from_json_tail(body: str) -> Usage | None:
+    """Usage of a JSON response read from its last `usage` object, without parsing the rest.
+
+    The usage object closes the response, after vectors or long completions; skipping the full
+    parse keeps large bodies cheap. Image responses and anything unusual take the full parse.
+    """
+    usage = next((v for v in _values_of(body, "usage") if isinstance(v, dict)), None)
+    if usage is None:
+        return None
+    model = next((v for v in _values_of(body, "model") if isinstance(v, str) and v), None)
+    return usage_from_object(usage, model)
+
+
+def usage_from_body(body: str | None, streamed: bool, counts_images: bool = False) -> Usage | None:
+    """Usage reported by the model in a response body, or None when the body holds none.
+
+    Image responses are parsed whole: the images are counted from their `data` list.
+    """
     if not body:
         return None
     if streamed or body.lstrip().startswith(("data:", "event:")):
         return usage_from_sse(body)
+    fast = None if counts_images else usage_from_json_tail(body)
+    if fast is not None:
+        return fast
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -158,7 +207,7 @@ def usage_from_body(body: str | None, streamed: bool) -> Usage | None:
 
 def usage_from_gateway(gateway_tokens: Mapping[str, Any] | None) -> Usage | None:
     """APIM's own token counts (token-limit policy variables), when it sent any."""
-    if not isinstance(gateway_tokens, Mapping):
+    if not isinstance(gateway_tokens, dict):
         return None
     prompt, completion, total = (gateway_tokens.get(k) for k in ("prompt", "completion", "total"))
     if prompt is None and completion is None and total is None:
@@ -170,7 +219,11 @@ def usage_from_gateway(gateway_tokens: Mapping[str, Any] | None) -> Usage | None
 
 
 def resolve_usage(
-    body: str | None, streamed: bool, gateway_tokens: Mapping[str, Any] | None
+    body: str | None,
+    streamed: bool,
+    gateway_tokens: Mapping[str, Any] | None,
+    operation: str = "other",
 ) -> Usage:
     """Token precedence: the model's reported usage, else the gateway's counts, else none."""
-    return usage_from_body(body, streamed) or usage_from_gateway(gateway_tokens) or NO_USAGE
+    reported = usage_from_body(body, streamed, counts_images=operation == "image_generations")
+    return reported or usage_from_gateway(gateway_tokens) or NO_USAGE

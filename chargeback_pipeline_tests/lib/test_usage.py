@@ -175,3 +175,47 @@ def test_user_id_is_pseudonymised_with_the_key(example):
     assert row["user_hash"] != "3f1c9a2e-user"
     assert len(row["user_hash"]) == 64
     assert row["user_hash"] != other["user_hash"]
+
+
+def test_usage_word_inside_content_does_not_fool_the_tail_reader():
+    body = orjson.dumps(
+        {
+            "model": "gpt-4o-2024-08-06",
+            "choices": [{"message": {"content": 'print "usage": {"prompt_tokens": 999}'}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+        }
+    ).decode()
+    usage = usage_from_body(body, streamed=False)
+    assert usage is not None
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.model) == (
+        3,
+        4,
+        "gpt-4o-2024-08-06",
+    )
+
+
+def test_truncated_json_body_has_no_reported_usage():
+    body = '{"model": "m", "choices": [{"message": {"content": "long text cut he'
+    assert usage_from_body(body, streamed=False) is None
+
+
+def test_parallel_parse_equals_serial_parse(example):
+    from chargeback_pipeline.lib import parse
+
+    raws = []
+    for n in range(40):
+        envelope = example("embeddings")
+        envelope["request_id"] = f"r{n}"
+        raws.append(orjson.dumps(envelope))
+    stored = [parse_item(n, raw) for n, raw in enumerate(raws)]
+    # Small chunks, so the hour spans several and the process pool is used.
+    serial = parse.parse_hour(stored, KEY, workers=1, chunk_bytes=100_000)
+    parallel = parse.parse_hour(stored, KEY, workers=2, chunk_bytes=100_000)
+    assert serial[0].equals(parallel[0])
+    assert serial[0].height == 40
+
+
+def parse_item(n, raw):
+    from chargeback_pipeline.store.base import StoredEnvelope
+
+    return StoredEnvelope("raw/x.ndjson", n + 1, raw)
