@@ -35,9 +35,7 @@ test: lint typecheck unit
 
 # The Dagster UI on 127.0.0.1:3000 over the same lake as `make demo`.
 dev: $(STAMP)
-	mkdir -p .chargeback/dagster_home
-	test -f .chargeback/dagster_home/dagster.yaml || \
-		printf 'telemetry:\n  enabled: false\n' > .chargeback/dagster_home/dagster.yaml
+	DAGSTER_HOME=$(CURDIR)/.chargeback/dagster_home $(BIN)/python -c "from chargeback_pipeline.cli import ensure_dagster_home as e; e()"
 	DAGSTER_HOME=$(CURDIR)/.chargeback/dagster_home \
 	CHARGEBACK_PSEUDONYM_KEY=$${CHARGEBACK_PSEUDONYM_KEY:-DEMO-ONLY-pseudonym-key-not-secret} \
 		$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

@@ -26,13 +26,27 @@ EXAMPLES = """examples:
 """
 
 
+# Runs of one hour never overlap: the queue admits one run per partition key at a time.
+DAGSTER_INSTANCE_CONFIG = """\
+telemetry:
+  enabled: false
+concurrency:
+  runs:
+    tag_concurrency_limits:
+      - key: dagster/partition
+        value:
+          applyLimitPerUniqueValue: true
+        limit: 1
+"""
+
+
 def ensure_dagster_home() -> Path:
     """DAGSTER_HOME (default .chargeback/dagster_home) with telemetry off, so runs are kept."""
     home = Path(os.environ.get("DAGSTER_HOME") or PROJECT_ROOT / ".chargeback" / "dagster_home")
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
-        config.write_text("telemetry:\n  enabled: false\n")
+        config.write_text(DAGSTER_INSTANCE_CONFIG)
     os.environ["DAGSTER_HOME"] = str(home.resolve())
     return home
 

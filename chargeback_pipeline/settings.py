@@ -34,6 +34,7 @@ class Settings:
     lake_connection_string: str | None = None
     storage_account: str | None = None
     parse_workers: int = 1
+    environment: str = "development"
 
     def lake_storage_options(self) -> dict[str, str] | None:
         """delta-rs options for a lake in Blob Storage; None for a local folder."""
@@ -47,6 +48,13 @@ class Settings:
             raise ConfigurationError(
                 "CHARGEBACK_PSEUDONYM_KEY is not set: set it to a long random secret "
                 "(for example `openssl rand -hex 32`) kept in your secret store"
+            )
+        if self.environment == "production" and (
+            self.pseudonym_key == DEMO_PSEUDONYM_KEY or len(self.pseudonym_key) < 32
+        ):
+            raise ConfigurationError(
+                "CHARGEBACK_ENV=production needs a secret CHARGEBACK_PSEUDONYM_KEY of at least "
+                "32 characters, not the demo key"
             )
         return self.pseudonym_key.encode("utf-8")
 
@@ -85,4 +93,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         or (store if store and is_connection_string(store) else None),
         storage_account=env.get("AZURE_STORAGE_ACCOUNT_NAME") or None,
         parse_workers=int(env.get("CHARGEBACK_PARSE_WORKERS") or os.cpu_count() or 1),
+        environment=(env.get("CHARGEBACK_ENV") or "development").lower(),
     )

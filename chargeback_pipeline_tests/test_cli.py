@@ -201,3 +201,32 @@ def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
 
     assert exit_info.value.code == 2
     assert "required" in capsys.readouterr().err
+
+
+def test_dagster_home_config_limits_one_run_per_hour(tmp_path: Path, monkeypatch) -> None:
+    import dagster as dg
+
+    from chargeback_pipeline.cli import ensure_dagster_home
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    ensure_dagster_home()
+    with dg.DagsterInstance.get() as instance:
+        limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
+    assert limits == [
+        {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+    ]
+
+
+def test_production_refuses_the_demo_pseudonym_key() -> None:
+    from chargeback_pipeline.settings import (
+        DEMO_PSEUDONYM_KEY,
+        ConfigurationError,
+        load_settings,
+    )
+
+    settings = load_settings(
+        {"CHARGEBACK_ENV": "production", "CHARGEBACK_PSEUDONYM_KEY": DEMO_PSEUDONYM_KEY}
+    )
+    with pytest.raises(ConfigurationError, match="production"):
+        settings.require_pseudonym_key()
+    assert load_settings({"CHARGEBACK_PSEUDONYM_KEY": DEMO_PSEUDONYM_KEY}).require_pseudonym_key()

@@ -1,5 +1,6 @@
 """Envelopes of one hour -> usage_events and quarantined_envelopes (Delta, hour replaced)."""
 
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -8,6 +9,7 @@ import polars as pl
 
 from chargeback_pipeline import constants as c
 from chargeback_pipeline.lib import tables
+from chargeback_pipeline.lib.checks import estimated_share
 from chargeback_pipeline.lib.delta import keep_first_detection, read_hours, replace_hour
 from chargeback_pipeline.lib.ingest import HourIngest, ingest_hour
 from chargeback_pipeline.lib.validation import (
@@ -31,6 +33,23 @@ raw_envelopes = dg.AssetSpec(
 
 SCHEMA_CHECK = "pandera_schema"
 RECONCILED_CHECK = "envelopes_reconciled"
+ESTIMATED_CHECK = "estimated_share"
+DEFAULT_ESTIMATED_WARN_SHARE = "0.01"
+
+
+def _estimated(events: pl.DataFrame) -> dg.AssetCheckResult:
+    """Warn when more than a small share of the hour's tokens are estimates, not counts."""
+    share = estimated_share(events)
+    warn_above = float(
+        os.environ.get("CHARGEBACK_ESTIMATED_WARN_SHARE", DEFAULT_ESTIMATED_WARN_SHARE)
+    )
+    return dg.AssetCheckResult(
+        asset_key=c.USAGE_EVENTS,
+        check_name=ESTIMATED_CHECK,
+        passed=share <= warn_above,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"share": share, "warn_above": warn_above},
+    )
 
 
 def _schema_check(asset: str, failures: pl.DataFrame) -> dg.AssetCheckResult:
@@ -84,6 +103,7 @@ def _reconciliation(outcome: HourIngest) -> dg.AssetCheckResult:
     check_specs=[
         dg.AssetCheckSpec(SCHEMA_CHECK, asset=c.USAGE_EVENTS),
         dg.AssetCheckSpec(RECONCILED_CHECK, asset=c.USAGE_EVENTS),
+        dg.AssetCheckSpec(ESTIMATED_CHECK, asset=c.USAGE_EVENTS),
         dg.AssetCheckSpec(SCHEMA_CHECK, asset=c.QUARANTINED_ENVELOPES),
     ],
     partitions_def=hourly_partitions,
@@ -124,6 +144,7 @@ def ingested_envelopes(
                 c.USAGE_EVENTS, schema_failures(outcome.usage_events, usage_events_schema())
             ),
             _reconciliation(outcome),
+            _estimated(outcome.usage_events),
         ],
     )
     yield dg.MaterializeResult(

@@ -27,3 +27,12 @@ def unallocated_share(costs: pl.DataFrame) -> Decimal:
         return Decimal(0)
     unallocated = costs.filter(pl.col("cost_center") == UNALLOCATED)["total_cost"].sum() or 0
     return Decimal(unallocated) / Decimal(total)
+
+
+def estimated_share(events: pl.DataFrame) -> float:
+    """The share of an hour's tokens that were estimated from text lengths (0 without tokens)."""
+    total = events["total_tokens"].sum()
+    if not total:
+        return 0.0
+    estimated = events.filter(pl.col("token_source") == "estimated")["total_tokens"].sum()
+    return float(estimated) / float(total)

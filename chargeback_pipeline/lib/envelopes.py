@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from chargeback_pipeline.lib.estimate import estimate_usage
 from chargeback_pipeline.lib.usage import UsageTypeError, operation_of, resolve_usage
 
 SUPPORTED_MAJOR = "1"
@@ -139,6 +140,10 @@ def envelope_row(
         )
     except UsageTypeError as error:
         raise EnvelopeError("wrong_type", str(error)) from None
+    if usage.token_source == "none" and 200 <= status < 300:
+        # A successful call with no counts at all is billed from an estimate, and says so.
+        request_body = request.get("body") if type(request.get("body")) is str else None
+        usage = estimate_usage(request_body, body, streamed) or usage
     return {
         "request_id": request_id,
         "timestamp": timestamp,
