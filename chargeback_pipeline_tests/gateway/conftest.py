@@ -7,7 +7,6 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -25,6 +24,8 @@ from chargeback_pipeline.gateway.gateway import (
 from chargeback_pipeline.gateway.httpio import start_in_thread
 from chargeback_pipeline.gateway.policy import load_subscriptions
 from chargeback_pipeline.gateway.simulator import SimulatorServer, build_simulator
+from chargeback_pipeline.settings import load_settings
+from chargeback_pipeline.store import open_store, read_hour
 from chargeback_pipeline_tests.conftest import SHARED
 
 API_VERSION = "2024-10-21"
@@ -120,23 +121,24 @@ def unsigned_jwt(claims: dict[str, str]) -> str:
     return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}.c2ln"
 
 
-def stored_envelopes(store_root: Path) -> list[dict[str, Any]]:
-    """Every envelope in a local store folder."""
-    found = []
-    for path in sorted(store_root.rglob("*")):
-        if path.suffix == ".ndjson":
-            found += [orjson.loads(line) for line in path.read_bytes().splitlines() if line]
-        elif path.suffix == ".json":
-            found.append(orjson.loads(path.read_bytes()))
-    return found
+def stored_envelopes(hours: list[str]) -> list[dict[str, Any]]:
+    """Every envelope the configured store holds for the hours, read as the pipeline reads."""
+    settings = load_settings()
+    store = open_store(settings.store, settings.container)
+    return [orjson.loads(item.raw) for hour in hours for item in read_hour(store, hour)]
 
 
-def wait_for_stored(store_root: Path, count: int, seconds: float = 15) -> list[dict[str, Any]]:
-    """The store's envelopes once `count` have arrived (delivery follows each answer)."""
+def wait_for_stored(hours: list[str], count: int, seconds: float = 15) -> list[dict[str, Any]]:
+    """The stored envelopes once `count` have arrived (delivery follows each answer)."""
     deadline = time.monotonic() + seconds
-    found = stored_envelopes(store_root)
+    found = stored_envelopes(hours)
     while len(found) < count and time.monotonic() < deadline:
         time.sleep(0.05)
-        found = stored_envelopes(store_root)
+        found = stored_envelopes(hours)
     assert len(found) == count, [e["api"]["operation_id"] for e in found]
     return found
+
+
+def hour_key(moment: datetime) -> str:
+    """The hourly partition key of a UTC instant."""
+    return f"{moment.astimezone(UTC):%Y-%m-%d-%H}:00"

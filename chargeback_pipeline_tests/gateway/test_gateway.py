@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import openai
@@ -32,12 +33,12 @@ from chargeback_pipeline.gateway.policy import (
     with_usage_requested,
 )
 from chargeback_pipeline.gateway.tokens import count_words, prompt_tokens
-from chargeback_pipeline.settings import load_settings
 from chargeback_pipeline_tests.gateway.conftest import (
     FRAME_DELAY,
     KEY,
     UPSTREAM_KEY,
     Recorder,
+    hour_key,
     sdk,
     unsigned_jwt,
     wait_for_stored,
@@ -328,7 +329,8 @@ def test_command_with_builtin_simulator_posts_to_http_forwarder(chargeback_env: 
                 stream_options={"include_usage": True},
             )
         )
-        (envelope,) = wait_for_stored(Path(load_settings().store), 1)
+        now = datetime.now(UTC)
+        (envelope,) = wait_for_stored([hour_key(now - timedelta(hours=1)), hour_key(now)], 1)
     finally:
         stop_process(process)
         forwarder.shutdown()

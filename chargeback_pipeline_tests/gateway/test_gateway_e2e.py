@@ -21,7 +21,14 @@ from chargeback_pipeline.cli import materialize_hours
 from chargeback_pipeline.gateway.tokens import count_words, prompt_tokens
 from chargeback_pipeline.lib.envelopes import pseudonymise
 from chargeback_pipeline.settings import load_settings
-from chargeback_pipeline_tests.gateway.conftest import KEY, sdk, unsigned_jwt, wait_for_stored
+from chargeback_pipeline_tests.gateway.conftest import (
+    CALL_HOUR,
+    KEY,
+    hour_key,
+    sdk,
+    unsigned_jwt,
+    wait_for_stored,
+)
 
 MARKER = "Quokkaparade"
 """A word in every prompt: it must reach no table."""
@@ -195,7 +202,7 @@ def drive(port: int, mode: str) -> dict[str, Expected]:
 
 
 def hour_of(envelope: dict[str, Any]) -> str:
-    return datetime.fromisoformat(envelope["timestamp"]).strftime("%Y-%m-%d-%H:00")
+    return hour_key(datetime.fromisoformat(envelope["timestamp"]))
 
 
 def table(name: str) -> pl.DataFrame:
@@ -210,7 +217,7 @@ def test_sdk_calls_are_billed_exactly_as_the_client_saw_them(
     gateway = start_gateway(mode)
     expected = drive(gateway.server_port, mode)
 
-    envelopes = wait_for_stored(Path(load_settings().store), len(expected))
+    envelopes = wait_for_stored([hour_key(CALL_HOUR)], len(expected))
     for envelope in envelopes:
         envelope_validator.validate(envelope)
         if envelope["response"]["streamed"]:
