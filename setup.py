@@ -9,6 +9,7 @@ setup(
     python_requires=">=3.11,<3.14",
     packages=find_packages(exclude=["chargeback_pipeline_tests*"]),
     include_package_data=True,
+    package_data={"chargeback_pipeline.gateway": ["*.csv"]},
     install_requires=[
         "dagster==1.13.27",
         "dagster-webserver==1.13.27",
@@ -33,6 +34,7 @@ setup(
             "ruff==0.17.6",
             "mypy==2.4.1",
             "jsonschema==4.26.0",
+            "openai==3.51.0",
         ],
     },
     entry_points={"console_scripts": ["chargeback=chargeback_pipeline.cli:main"]},
