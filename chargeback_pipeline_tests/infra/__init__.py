@@ -1,0 +1,1 @@
+"""Structural tests of infra/bicep and infra/terraform (parsed, never deployed)."""
