@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: demo test lint typecheck unit dev azurite bench-store mono clean
+.PHONY: demo test lint typecheck unit lint-infra dev azurite bench-store mono clean
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,7 +43,12 @@ typecheck: $(STAMP)
 unit: $(STAMP) $(NODE_STAMP) mono
 	$(BIN)/pytest
 
-test: lint typecheck unit
+# checkov (offline, own venv .venv-checkov) over infra/bicep and infra/terraform; terraform fmt
+# where a terraform binary exists.
+lint-infra:
+	bash infra/scripts/lint_infra.sh
+
+test: lint typecheck unit lint-infra
 
 # The Dagster UI on 127.0.0.1:3000 over the same lake as `make demo`.
 dev: $(STAMP)

@@ -35,6 +35,8 @@ setup(
             "mypy==2.4.1",
             "jsonschema==4.26.0",
             "openai==3.51.0",
+            "pycep-parser==0.7.1",
+            "python-hcl2==8.1.4",
         ],
     },
     entry_points={"console_scripts": ["chargeback=chargeback_pipeline.cli:main"]},

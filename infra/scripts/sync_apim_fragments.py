@@ -37,7 +37,7 @@ resource {symbol} 'Microsoft.ApiManagement/service/policyFragments@{api}' = {{
   parent: apim
   name: '{name}'
   properties: {{
-    format: 'rawxml'
+    format: 'xml'
     description: 'apim_policies/fragments/{name}.xml'
     value: loadTextContent('../../../apim_policies/fragments/{name}.xml')
   }}

@@ -147,7 +147,7 @@ resource "azurerm_api_management_policy_fragment" "chargeback" {
   for_each          = local.fragment_files
   api_management_id = azurerm_api_management.this.id
   name              = trimsuffix(each.value, ".xml")
-  format            = "rawxml"
+  format            = "xml"
   description       = "apim_policies/fragments/${each.value}"
   value             = file("${local.policy_dir}/fragments/${each.value}")
 }

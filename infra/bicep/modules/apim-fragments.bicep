@@ -13,7 +13,7 @@ resource fragment_chargeback_build_envelope 'Microsoft.ApiManagement/service/pol
   parent: apim
   name: 'chargeback-build-envelope'
   properties: {
-    format: 'rawxml'
+    format: 'xml'
     description: 'apim_policies/fragments/chargeback-build-envelope.xml'
     value: loadTextContent('../../../apim_policies/fragments/chargeback-build-envelope.xml')
   }
@@ -23,7 +23,7 @@ resource fragment_chargeback_capture_caller 'Microsoft.ApiManagement/service/pol
   parent: apim
   name: 'chargeback-capture-caller'
   properties: {
-    format: 'rawxml'
+    format: 'xml'
     description: 'apim_policies/fragments/chargeback-capture-caller.xml'
     value: loadTextContent('../../../apim_policies/fragments/chargeback-capture-caller.xml')
   }
@@ -33,7 +33,7 @@ resource fragment_chargeback_capture_headers 'Microsoft.ApiManagement/service/po
   parent: apim
   name: 'chargeback-capture-headers'
   properties: {
-    format: 'rawxml'
+    format: 'xml'
     description: 'apim_policies/fragments/chargeback-capture-headers.xml'
     value: loadTextContent('../../../apim_policies/fragments/chargeback-capture-headers.xml')
   }
@@ -43,7 +43,7 @@ resource fragment_chargeback_error_response 'Microsoft.ApiManagement/service/pol
   parent: apim
   name: 'chargeback-error-response'
   properties: {
-    format: 'rawxml'
+    format: 'xml'
     description: 'apim_policies/fragments/chargeback-error-response.xml'
     value: loadTextContent('../../../apim_policies/fragments/chargeback-error-response.xml')
   }
@@ -53,7 +53,7 @@ resource fragment_chargeback_error_status 'Microsoft.ApiManagement/service/polic
   parent: apim
   name: 'chargeback-error-status'
   properties: {
-    format: 'rawxml'
+    format: 'xml'
     description: 'apim_policies/fragments/chargeback-error-status.xml'
     value: loadTextContent('../../../apim_policies/fragments/chargeback-error-status.xml')
   }
@@ -63,7 +63,7 @@ resource fragment_chargeback_send_envelope 'Microsoft.ApiManagement/service/poli
   parent: apim
   name: 'chargeback-send-envelope'
   properties: {
-    format: 'rawxml'
+    format: 'xml'
     description: 'apim_policies/fragments/chargeback-send-envelope.xml'
     value: loadTextContent('../../../apim_policies/fragments/chargeback-send-envelope.xml')
   }
@@ -73,7 +73,7 @@ resource fragment_chargeback_stream_options 'Microsoft.ApiManagement/service/pol
   parent: apim
   name: 'chargeback-stream-options'
   properties: {
-    format: 'rawxml'
+    format: 'xml'
     description: 'apim_policies/fragments/chargeback-stream-options.xml'
     value: loadTextContent('../../../apim_policies/fragments/chargeback-stream-options.xml')
   }

@@ -352,7 +352,7 @@ resource apiPolicy 'Microsoft.ApiManagement/service/apis/policies@2024-05-01' = 
   parent: api
   name: 'policy'
   properties: {
-    format: 'rawxml'
+    format: 'xml'
     value: loadTextContent('../../../apim_policies/azure-openai-api.xml')
   }
   dependsOn: [
@@ -385,7 +385,7 @@ resource productPolicies 'Microsoft.ApiManagement/service/products/policies@2024
   parent: productResources[i]
   name: 'policy'
   properties: {
-    format: 'rawxml'
+    format: 'xml'
     value: p.policy
   }
   dependsOn: [
