@@ -269,12 +269,6 @@ OVERFLOWS = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: parse_envelopes lets integers beyond the Int64/Int32 columns (and timestamps "
-    "whose UTC conversion overflows) raise out of ingest_hour instead of quarantining the one "
-    "envelope, so a single such envelope fails its whole hour on every run",
-)
 @pytest.mark.parametrize("case", sorted(OVERFLOWS))
 def test_value_overflowing_its_column_quarantines_only_that_envelope(case):
     change, _ = OVERFLOWS[case]
@@ -286,12 +280,6 @@ def test_value_overflowing_its_column_quarantines_only_that_envelope(case):
     only_reason(envelope)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: forwarder.core._timestamp calls astimezone(UTC) outside its try, so a "
-    "timestamp near datetime.min/max raises OverflowError out of forward_envelope instead of "
-    "answering 400",
-)
 @pytest.mark.parametrize("timestamp", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"])
 def test_forwarder_refuses_a_timestamp_that_overflows_utc_with_400(tmp_path, timestamp):
     from chargeback_pipeline.store.local import LocalEnvelopeStore

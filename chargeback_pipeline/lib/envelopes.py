@@ -11,7 +11,13 @@ from typing import Any
 import orjson
 
 from chargeback_pipeline.lib.estimate import estimate_usage
-from chargeback_pipeline.lib.usage import UsageTypeError, operation_of, resolve_usage
+from chargeback_pipeline.lib.usage import (
+    INT64_LIMIT,
+    UsageRangeError,
+    UsageTypeError,
+    operation_of,
+    resolve_usage,
+)
 
 SUPPORTED_MAJOR = "1"
 
@@ -57,7 +63,12 @@ def parse_timestamp(value: Any) -> datetime:
         raise EnvelopeError("bad_timestamp", "timestamp is not ISO-8601") from None
     if parsed.tzinfo is None:
         raise EnvelopeError("bad_timestamp", "timestamp has no UTC offset")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise EnvelopeError(
+            "bad_timestamp", "timestamp is outside the representable range"
+        ) from None
 
 
 def _section(envelope: Mapping[str, Any], name: str, required: bool = False) -> Mapping[str, Any]:
@@ -81,6 +92,8 @@ def _typed(section: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
         raise EnvelopeError(
             "wrong_type", f"{where}.{key} is {type(value).__name__}, expected {expected}"
         )
+    if isinstance(value, int) and not -INT64_LIMIT <= value < INT64_LIMIT:
+        raise EnvelopeError("absurd_value", f"{where}.{key} does not fit 64 bits")
     return value
 
 
@@ -120,6 +133,8 @@ def envelope_row(
     status = _typed(response, "status", int, "response")
     if status is None:
         raise EnvelopeError("missing_field", "response has no 'status'")
+    if not 0 <= status < 2**31:
+        raise EnvelopeError("bad_status", "response.status is not an HTTP status")
     subscription = _section(envelope, "subscription")
     product = _section(envelope, "product")
     caller = _section(envelope, "caller")
@@ -138,6 +153,8 @@ def envelope_row(
         usage = resolve_usage(
             body, streamed, _section(envelope, "gateway_tokens") or None, operation
         )
+    except UsageRangeError as error:
+        raise EnvelopeError("absurd_tokens", str(error)) from None
     except UsageTypeError as error:
         raise EnvelopeError("wrong_type", str(error)) from None
     if usage.token_source == "none" and 200 <= status < 300:

@@ -14,6 +14,13 @@ class UsageTypeError(ValueError):
     """A usage object whose counts are not integers."""
 
 
+class UsageRangeError(UsageTypeError):
+    """A usage count no 64-bit column can hold: a broken counter, never a real call."""
+
+
+INT64_LIMIT = 2**63
+
+
 @dataclass(frozen=True)
 class Usage:
     """Billable quantities of one call and where the numbers came from."""
@@ -61,6 +68,8 @@ def _count(value: Any, field: str) -> int:
         return 0
     if isinstance(value, bool) or not isinstance(value, int):
         raise UsageTypeError(f"usage.{field} is {type(value).__name__}, expected integer")
+    if not -INT64_LIMIT <= value < INT64_LIMIT:
+        raise UsageRangeError(f"usage.{field} does not fit 64 bits")
     return value
 
 

@@ -63,7 +63,7 @@ def parsed_envelope_schema(hour_start: datetime) -> pa.DataFrameSchema:
             ),
             "schema_version": pa.Column(
                 pl.String,
-                checks=rule("unknown_schema_major", lambda c: c.str.contains(r"^1(\.\d+)*$")),
+                checks=rule("unknown_schema_major", lambda c: c.str.contains(r"^1(\.\d+)?$")),
             ),
             "timestamp": pa.Column(
                 pl.Datetime("us", "UTC"),
