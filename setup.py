@@ -36,6 +36,7 @@ setup(
             "jsonschema==4.26.0",
             "openai==3.51.0",
             "pycep-parser==0.7.1",
+            "hypothesis==6.170.15",
             "python-hcl2==8.1.4",
         ],
     },
