@@ -7,9 +7,11 @@ from chargeback_pipeline.partitions import hourly_partitions
 
 hourly_chargeback = dg.define_asset_job(
     c.HOURLY_JOB,
-    selection=dg.AssetSelection.assets(c.USAGE_EVENTS, c.QUARANTINED_ENVELOPES, c.USAGE_COSTS),
+    selection=dg.AssetSelection.assets(
+        c.USAGE_EVENTS, c.QUARANTINED_ENVELOPES, c.USAGE_COSTS, "usage_reconciliation"
+    ),
     partitions_def=hourly_partitions,
-    description="Ingest, validate, price and allocate one hour of envelopes.",
+    description="Ingest, validate, price, allocate and reconcile one hour of envelopes.",
 )
 
 hourly_chargeback_schedule = dg.build_schedule_from_partitioned_job(
