@@ -1,7 +1,9 @@
-"""The monthly chargeback read from the marts file, rendered as a table, CSV or JSON."""
+"""The monthly chargeback read from the marts file, rendered as a table, CSV or JSON; the
+month's FOCUS dataset exported as CSV and Parquet."""
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -92,3 +94,57 @@ def _table(rows: pl.DataFrame, title: str) -> str:
         fmt_line(body[-1]),
     ]
     return "\n".join(lines)
+
+
+FOCUS_TABLE = "focus_costs"
+FOCUS_TIMESTAMPS = (
+    "ChargePeriodStart",
+    "ChargePeriodEnd",
+    "BillingPeriodStart",
+    "BillingPeriodEnd",
+)
+_MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+
+
+def export_focus(duckdb_path: Path, month: str | None, out_dir: Path) -> list[Path]:
+    """Write the month's FOCUS rows (default: the latest month) as CSV and Parquet.
+
+    Parquet keeps the types (DECIMAL(38,12) money, UTC timestamps); the CSV writes money as exact
+    decimal text and times as ISO-8601 UTC (`2026-11-26T00:00:00Z`). Returns [csv, parquet].
+    """
+    if month is not None and not _MONTH.match(month):
+        raise ValueError(f"month must be YYYY-MM, got {month!r}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(str(duckdb_path), read_only=True) as con:
+        # Session settings only: timestamps render in UTC whatever the machine's zone.
+        con.execute("set TimeZone = 'UTC'")
+        if month is None:
+            latest = con.execute(
+                f"select strftime(max(BillingPeriodStart), '%Y-%m') from {FOCUS_TABLE}"
+            ).fetchone()
+            month = str(latest[0]) if latest and latest[0] else ""
+        rows = (
+            # Tags as JSON text: Parquet readers would otherwise see opaque bytes
+            f"select * replace (cast(Tags as varchar) as Tags) from {FOCUS_TABLE}"
+            f" where strftime(BillingPeriodStart, '%Y-%m') = {sql_string(month)}"
+            " order by ChargePeriodStart, x_CostCenter, SubAccountId, x_Model, x_DeploymentType,"
+            " x_Operation, BillingCurrency"
+        )
+        iso = ", ".join(
+            f"strftime({column}, '%Y-%m-%dT%H:%M:%SZ') as {column}" for column in FOCUS_TIMESTAMPS
+        )
+        stem = out_dir / f"focus_costs_{month or 'empty'}"
+        csv_path, parquet_path = stem.with_suffix(".csv"), stem.with_suffix(".parquet")
+        con.execute(
+            f"copy (select * replace ({iso}) from ({rows})) to {sql_string(str(csv_path))}"
+            " (format csv, header)"
+        )
+        con.execute(
+            f"copy ({rows}) to {sql_string(str(parquet_path))} (format parquet, compression zstd)"
+        )
+    return [csv_path, parquet_path]
+
+
+def sql_string(text: str) -> str:
+    """A single-quoted SQL literal (COPY takes no bound parameters for its file name)."""
+    return "'" + text.replace("'", "''") + "'"

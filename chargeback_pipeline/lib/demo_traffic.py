@@ -1,4 +1,5 @@
-"""Deterministic, realistic APIM usage envelopes (CONTRACT §1) for one UTC day.
+"""Deterministic, realistic APIM usage envelopes (CONTRACT §1) for one UTC day, with the week of
+history before it and an evening cost spike that the FinOps marts (cost_anomalies) look for.
 
 Used by `chargeback demo` and by tests. Everything is drawn from seeded `random.Random` instances:
 same arguments, same envelopes, byte for byte. Each call has its own generator, so forcing one call
@@ -19,6 +20,8 @@ from random import Random
 from typing import Any, NamedTuple
 
 import orjson
+
+from chargeback_pipeline.lib.hours import hour_key
 
 Envelope = dict[str, Any]
 
@@ -66,7 +69,11 @@ DEPLOYMENTS: tuple[Deployment, ...] = (
     Deployment("text-embedding-3-large", "aoai-eastus-1", "text-embedding-3-large", "eastus"),
     Deployment("text-embedding-3-small", "aoai-eastus-1", "text-embedding-3-small", "eastus"),
     Deployment("dall-e-3", "aoai-eastus-1", "dall-e-3", "eastus"),
+    Deployment("gpt-4o-ptu", "aoai-eastus-ptu", "gpt-4o-2024-08-06", "eastus"),
 )
+PTU_DEPLOYMENT = "gpt-4o-ptu"
+_PTU_SHARE = 0.25
+"""Share of the eastus gpt-4o chats the gateway routes to the provisioned (PTU) deployment."""
 
 # Mirrors dbt_like_sql/seeds/cost_centers.csv: (subscription, cost center, from, to exclusive).
 COST_CENTER_HISTORY: tuple[tuple[str, str, date, date | None], ...] = (
@@ -148,6 +155,7 @@ _APP_SLOTS = {
 }
 _MS_PER_TOKEN = {
     "gpt-4o": 14.0,
+    "gpt-4o-ptu": 9.0,
     "gpt-4o-mini": 7.0,
     "gpt-4.1": 16.0,
     "gpt-4.1-mini": 8.0,
@@ -327,6 +335,59 @@ def generate_hour(hour_start: datetime, seed: int = 7, calls: int = 200) -> Iter
     population = _population(seed)
     for call in _hour_calls(_utc_hour(hour_start), seed, calls, population, {}):
         yield call.envelope
+
+
+HISTORY_DAYS = 7
+HISTORY_HOURS = (9, 13, 17)
+SPIKE_SUBSCRIPTION = "sub-data-science"
+SPIKE_HOURS = (20, 21, 22, 23)
+
+
+def generate_history(
+    day: date, seed: int = 7, calls: int = 4000, days: int = HISTORY_DAYS
+) -> Iterator[Envelope]:
+    """Clean traffic for the `days` days before `day`, `calls` a day like `generate_day`, packed
+    into HISTORY_HOURS: a trailing week for the cost-anomaly mart at a few hourly runs a day.
+
+    Fewer calls would be cheaper but not comparable: the demo day would look like a spike for
+    every cost center.
+    """
+    population = _population(seed)
+    for back in range(days, 0, -1):
+        past = day - timedelta(days=back)
+        for hour, count in zip(HISTORY_HOURS, _split(calls, len(HISTORY_HOURS)), strict=True):
+            hour_start = datetime(past.year, past.month, past.day, hour, tzinfo=UTC)
+            for call in _hour_calls(hour_start, seed, count, population, {}):
+                yield call.envelope
+
+
+def generate_spike(day: date, seed: int = 7, calls: int = 500) -> Iterator[Envelope]:
+    """Extra chat calls of one subscription (a batch job) in the last hours of `day`: the cost
+    anomaly of the demo. Its own random streams, so `generate_day` is unchanged."""
+    population = _population(seed)
+    sub = next(s for s in SUBSCRIPTIONS if s.id == SPIKE_SUBSCRIPTION)
+    for hour, count in zip(SPIKE_HOURS, _split(calls, len(SPIKE_HOURS)), strict=True):
+        hour_start = datetime(day.year, day.month, day.day, hour, tzinfo=UTC)
+        label = f"{seed}/{hour_start:%Y-%m-%dT%H}/spike"
+        offsets = sorted(Random(label).randrange(3_600_000) for _ in range(count))
+        for index, offset in enumerate(offsets):
+            rng = Random(f"{label}/{index}")
+            ts = hour_start + timedelta(milliseconds=offset)
+            yield _build_call(rng, ts, population, "chat", sub).envelope
+
+
+def history_hour_keys(day: date, days: int = HISTORY_DAYS) -> list[str]:
+    """The partition keys `generate_history` fills, oldest first."""
+    return [
+        hour_key(datetime(past.year, past.month, past.day, hour, tzinfo=UTC))
+        for past in (day - timedelta(days=back) for back in range(days, 0, -1))
+        for hour in HISTORY_HOURS
+    ]
+
+
+def _split(total: int, parts: int) -> list[int]:
+    """`total` in `parts` near-equal counts, the larger ones first."""
+    return [total // parts + (1 if index < total % parts else 0) for index in range(parts)]
 
 
 def hour_call_counts(calls: int) -> list[int]:
@@ -518,12 +579,19 @@ def known_cost_centers(day: date) -> tuple[str, ...]:
 
 
 def _build_call(
-    rng: Random, ts: datetime, population: _Population, forced_kind: str | None
+    rng: Random,
+    ts: datetime,
+    population: _Population,
+    forced_kind: str | None,
+    forced_subscription: Subscription | None = None,
 ) -> _Call:
     """Draw one complete call: who, what operation, and the exchange with the backend."""
     kind = forced_kind or rng.choices(OPERATION_KINDS, cum_weights=_KIND_CUM)[0]
     request_id = _guid(rng)
-    sub = rng.choices(SUBSCRIPTIONS, weights=[s.weight for s in SUBSCRIPTIONS])[0]
+    sub = (
+        forced_subscription
+        or rng.choices(SUBSCRIPTIONS, weights=[s.weight for s in SUBSCRIPTIONS])[0]
+    )
     caller = _pick_caller(rng, population, sub)
     tags = _tags(rng, sub, ts.date())
     exchange = _BUILDERS[kind](rng, ts, _ref(rng))
@@ -615,6 +683,9 @@ def _chat(rng: Random, ts: datetime, ref: str, mode: str | None) -> _Exchange:
 def _chat_request(rng: Random, ref: str, stream: bool, include_usage: bool) -> _Request:
     """Draw the deployment and the JSON body of a chat completion request."""
     deployment = _pick_deployment(rng, _CHAT_MIX)
+    # Decided from the call's reference, not drawn from rng, so every other call stays the same.
+    if deployment is DEPLOYMENTS[0] and Random(f"ptu/{ref}").random() < _PTU_SHARE:
+        deployment = _deployment(PTU_DEPLOYMENT)
     version = _api_version(rng, deployment)
     text = _prompt(rng, ref)
     body: dict[str, Any] = {

@@ -1,15 +1,26 @@
-"""Build the DuckDB marts file from dbt_like_sql/ over the lake's Delta tables."""
+"""Build the DuckDB marts file from dbt_like_sql/ over the lake's Delta tables and the seeds."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import duckdb
+import polars as pl
 
 from chargeback_pipeline.lib import tables
 from chargeback_pipeline.lib.delta import read_table, table_uri
 from chargeback_pipeline.lib.lake_views import ExtensionUnavailable, attach_lake_views
+from chargeback_pipeline.lib.reference import (
+    ReferenceDataError,
+    load_cost_centers,
+    load_deployments,
+    load_price_book,
+    read_csv_strict,
+)
 from chargeback_pipeline.lib.sql_models import (
     ModelRun,
     ModelTestResult,
@@ -25,6 +36,88 @@ LAKE_SOURCES = {
     ("lake", "quarantined_envelopes"): tables.QUARANTINED_ENVELOPES,
     ("lake", "usage_events"): tables.USAGE_EVENTS,
 }
+
+BUDGETS = "budgets.csv"
+BUDGET_COLUMNS = ["cost_center", "month", "amount", "currency"]
+BUDGET_SCHEMA: dict[str, pl.DataType] = {
+    "cost_center": pl.String(),
+    "month": pl.String(),
+    "amount": tables.PRICE,
+    "currency": pl.String(),
+}
+
+
+def load_budgets(path: Path) -> pl.DataFrame:
+    """Monthly budgets per cost center; optional, so a missing file is an empty table."""
+    if not path.is_file():
+        return pl.DataFrame(schema=BUDGET_SCHEMA)
+    frame = read_csv_strict(path, BUDGET_COLUMNS)
+    rules = [
+        ("cost_center", pl.col("cost_center").is_not_null(), "value is required"),
+        ("month", pl.col("month").str.contains(r"^\d{4}-(0[1-9]|1[0-2])$"), "not YYYY-MM"),
+        (
+            "amount",
+            pl.col("amount").str.contains(r"^\d{1,20}(\.\d{1,6})?$"),
+            "not a non-negative decimal with at most 6 decimals",
+        ),
+        ("currency", pl.col("currency").str.contains(r"^[A-Z]{3}$"), "not an ISO 4217 code"),
+    ]
+    for column, valid, message in rules:
+        bad = frame.filter(valid.fill_null(False).not_())
+        if bad.height:
+            raise ReferenceDataError(path.name, message, int(bad["_row"][0]), column)
+    repeated = frame.filter(pl.struct("cost_center", "month", "currency").is_duplicated())
+    if repeated.height:
+        raise ReferenceDataError(
+            path.name, "cost_center, month and currency repeat", int(repeated["_row"][-1]), "month"
+        )
+    return frame.select(pl.col(name).cast(dtype) for name, dtype in BUDGET_SCHEMA.items())
+
+
+SEEDS: dict[str, Callable[[Path], pl.DataFrame]] = {
+    "price_book": load_price_book,
+    "deployments": load_deployments,
+    "cost_centers": load_cost_centers,
+    "budgets": load_budgets,
+}
+"""`{{ source('seeds', name) }}`: `name`.csv of the reference directory, typed and checked."""
+
+MART_VARIABLES: dict[str, tuple[str, Decimal | str]] = {
+    "anomaly_threshold": ("CHARGEBACK_ANOMALY_THRESHOLD", Decimal("0.20")),
+    "anomaly_min_increase": ("CHARGEBACK_ANOMALY_MIN_INCREASE", Decimal("1.00")),
+    "billing_account_id": ("CHARGEBACK_FOCUS_BILLING_ACCOUNT_ID", "unconfigured"),
+    "billing_account_name": ("CHARGEBACK_FOCUS_BILLING_ACCOUNT_NAME", ""),
+}
+"""`{{ var(name) }}` -> (environment variable, default); decimal ones must be non-negative."""
+
+
+def mart_variables(env: Mapping[str, str]) -> dict[str, object]:
+    """The models' vars from the environment, defaults where unset."""
+    values: dict[str, object] = {}
+    for name, (variable, default) in MART_VARIABLES.items():
+        text = (env.get(variable) or "").strip()
+        if isinstance(default, str):
+            values[name] = text or default
+            continue
+        try:
+            value = Decimal(text) if text else default
+        except InvalidOperation:
+            value = Decimal("NaN")
+        if not value.is_finite() or value < 0:
+            raise ValueError(f"{variable}={text!r} is not a non-negative decimal number")
+        values[name] = value
+    return values
+
+
+def seed_sources(
+    reference_dir: Path, keys: set[tuple[str, str]]
+) -> dict[tuple[str, str], pl.DataFrame]:
+    """The seeds the models read (keys `("seeds", name)`), without the loaders' row numbers."""
+    return {
+        key: SEEDS[key[1]](reference_dir / f"{key[1]}.csv").drop("_row", strict=False)
+        for key in keys
+        if key[0] == "seeds" and key[1] in SEEDS
+    }
 
 
 @dataclass(frozen=True)
@@ -42,17 +135,30 @@ def build_marts(
     lake: str,
     duckdb_path: Path,
     storage_options: dict[str, str] | None = None,
+    reference_dir: Path | None = None,
+    variables: Mapping[str, object] | None = None,
 ) -> MartsBuild:
-    """Rebuild all models in one transaction, then run their tests; a failure keeps the old file."""
+    """Rebuild all models in one transaction, then run their tests; a failure keeps the old file.
+
+    Seeds come from `reference_dir` (default: CHARGEBACK_REFERENCE_DIR, else sql_dir/seeds) and
+    vars from `variables` (default: `mart_variables` of the environment).
+    """
     models = order_models(load_models(sql_dir))
     used = {source for model in models for source in model.sources}
-    sources = {
-        key: read_table(table_uri(lake, key[1]), LAKE_SOURCES[key], storage_options) for key in used
+    sources: dict[tuple[str, str], object] = {
+        key: read_table(table_uri(lake, key[1]), LAKE_SOURCES[key], storage_options)
+        for key in used
+        if key in LAKE_SOURCES
     }
+    reference = reference_dir or Path(
+        os.environ.get("CHARGEBACK_REFERENCE_DIR") or sql_dir / "seeds"
+    )
+    sources.update(seed_sources(reference, used))
+    values = mart_variables(os.environ) if variables is None else variables
     docs = load_model_docs(sql_dir / "models.yml")
     duckdb_path.parent.mkdir(parents=True, exist_ok=True)
     with duckdb.connect(str(duckdb_path)) as con:
-        runs = run_models(con, models, sources)
+        runs = run_models(con, models, sources, values)
         results = [result for model in models for result in run_model_tests(con, model.name, docs)]
         views, skipped = _attach_views(con, lake, storage_options)
     return MartsBuild(runs, results, views, skipped)

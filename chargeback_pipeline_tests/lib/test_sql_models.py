@@ -10,6 +10,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
+from chargeback_pipeline.lib.marts import mart_variables, seed_sources
 from chargeback_pipeline.lib.sql_models import (
     ModelDocsError,
     ModelGraphError,
@@ -31,6 +32,12 @@ from chargeback_pipeline.lib.tables import (
 )
 
 PROJECT = Path(__file__).resolve().parents[2] / "dbt_like_sql"
+
+
+def shipped_seeds() -> dict[tuple[str, str], pl.DataFrame]:
+    """The shipped seeds every model reads through `source('seeds', ...)`."""
+    used = {source for model in load_models(PROJECT).values() for source in model.sources}
+    return seed_sources(PROJECT / "seeds", used)
 
 
 def write_project(root: Path, files: dict[str, str], docs: str | None = None) -> Path:
@@ -279,7 +286,8 @@ def built() -> duckdb.DuckDBPyConnection:
         ("lake", "usage_costs"): lake_frame(ROWS, USAGE_COSTS),
         ("lake", "quarantined_envelopes"): quarantined,
     }
-    runs = run_models(con, order_models(load_models(PROJECT)), sources)
+    sources.update(shipped_seeds())
+    runs = run_models(con, order_models(load_models(PROJECT)), sources, mart_variables({}))
     assert {run.name: run.rows for run in runs}["stg_usage_costs"] == len(ROWS)
     return con
 
@@ -367,8 +375,9 @@ def test_shipped_models_build_on_empty_tables() -> None:
     sources: dict[tuple[str, str], object] = {
         ("lake", "usage_costs"): empty_frame(USAGE_COSTS),
         ("lake", "quarantined_envelopes"): empty_frame(QUARANTINED_ENVELOPES),
+        **{key: seed.clear() for key, seed in shipped_seeds().items()},
     }
-    runs = run_models(con, order_models(load_models(PROJECT)), sources)
+    runs = run_models(con, order_models(load_models(PROJECT)), sources, mart_variables({}))
     assert {run.rows for run in runs} == {0}
     daily_columns = [
         name for name, _ in next(r for r in runs if r.name == "chargeback_daily").columns

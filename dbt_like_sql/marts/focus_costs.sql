@@ -65,8 +65,13 @@ final as (
         timezone(
             'UTC', cast(date_trunc('month', day) as timestamp) + interval 1 month
         ) as BillingPeriodEnd,
+        -- the Azure billing account behind the gateway: configuration, not in the envelopes
+        cast({{ var('billing_account_id') }} as varchar) as BillingAccountId,
+        nullif(cast({{ var('billing_account_name') }} as varchar), '') as BillingAccountName,
         currency as BillingCurrency,
         'Usage' as ChargeCategory,
+        -- no corrections of earlier periods are issued
+        cast(null as varchar) as ChargeClass,
         'Usage-Based' as ChargeFrequency,
         concat_ws(
             ' ', 'Azure OpenAI', operation, model, '(' || deployment_type || ')'
