@@ -1,0 +1,428 @@
+"""Ingest benchmark: forwarder throughput, hour ingest vs an orjson floor and a naive baseline,
+and the marts rebuild over 31 days of history.
+
+Run with `make bench`. Prints a table and, last, one `bench:` line of figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from random import Random
+from typing import Any
+
+import orjson
+import polars as pl
+from deltalake import write_deltalake
+
+from chargeback_pipeline import constants as c
+from chargeback_pipeline.forwarder.core import forward_envelope
+from chargeback_pipeline.forwarder.server import ROUTE, build_server
+from chargeback_pipeline.lib import tables
+from chargeback_pipeline.lib.costs import usage_costs
+from chargeback_pipeline.lib.delta import keep_first_detection, replace_hour, table_uri
+from chargeback_pipeline.lib.demo_traffic import generate_hour
+from chargeback_pipeline.lib.ingest import ingest_hour
+from chargeback_pipeline.lib.marts import build_marts
+from chargeback_pipeline.lib.reference import load_reference
+from chargeback_pipeline.settings import PROJECT_ROOT
+from chargeback_pipeline.store import LocalEnvelopeStore, read_hour
+
+HOUR_START = datetime(2026, 11, 26, 13, tzinfo=UTC)
+HOUR = "2026-11-26-13:00"
+PSEUDONYM_KEY = b"bench-only-pseudonym-key"
+SQL_DIR = PROJECT_ROOT / "dbt_like_sql"
+SEEDS = SQL_DIR / "seeds"
+MAX_BYTES = 256 * 1024 * 1024
+HOUR_3M6 = 3_600_000
+HISTORY_DAYS = 31
+MB = 1e6
+
+
+# ---------------------------------------------------------------------------- the envelope mix
+
+
+def make_bodies(count: int, seed: int = 3) -> list[bytes]:
+    """The demo mix for one hour, a size tail (1 MB+ images, one 50 MB+ body), ~1% invalid."""
+    envelopes = list(generate_hour(HOUR_START, seed=seed, calls=count))
+    rng = Random(f"bench/{seed}/{count}")
+    images = [i for i, e in enumerate(envelopes) if _is_ok(e, "ImageGenerations_Create")]
+    for index in images[: max(1, count // 1000)]:
+        _set_body(envelopes[index], _big_image_body(rng))
+    embeddings = [i for i, e in enumerate(envelopes) if _is_ok(e, "embeddings_create")]
+    _set_body(envelopes[embeddings[-1]], _huge_embeddings_body(envelopes[embeddings[-1]]))
+    for number, index in enumerate(rng.sample(range(count), max(3, count // 100))):
+        if index not in images and index != embeddings[-1]:
+            _break(envelopes[index], number)
+    return [orjson.dumps(envelope) for envelope in envelopes]
+
+
+def _is_ok(envelope: dict[str, Any], operation_id: str) -> bool:
+    """A successful call of one API operation."""
+    return envelope["api"]["operation_id"] == operation_id and envelope["response"]["status"] == 200
+
+
+def _set_body(envelope: dict[str, Any], body: str) -> None:
+    """Replace the response body, keeping body_bytes true."""
+    envelope["response"]["body"] = body
+    envelope["response"]["body_bytes"] = len(body.encode())
+
+
+def _big_image_body(rng: Random) -> str:
+    """A dall-e-3 answer with a real-sized base64 PNG (1-1.5 MB of base64)."""
+    image = base64.b64encode(rng.randbytes(rng.randint(800_000, 1_100_000))).decode()
+    return orjson.dumps({"created": 1795000000, "data": [{"b64_json": image}]}).decode()
+
+
+def _huge_embeddings_body(envelope: dict[str, Any]) -> str:
+    """An embeddings answer for ~1,700 inputs of 3,072 floats (over 50 MB), same usage."""
+    usage = orjson.loads(envelope["response"]["body"])["usage"]
+    vector = [round(Random(i).gauss(0.0, 0.03), 8) for i in range(3072)]
+    data = [{"object": "embedding", "index": i, "embedding": vector} for i in range(1700)]
+    body = {"object": "list", "data": data, "model": "text-embedding-3-large", "usage": usage}
+    return orjson.dumps(body).decode()
+
+
+def _break(envelope: dict[str, Any], number: int) -> None:
+    """Make an envelope invalid in one of three ways the pipeline must quarantine."""
+    reason = number % 3
+    if reason == 0:
+        envelope["schema_version"] = "2.0"
+    elif reason == 1:
+        envelope["elapsed_ms"] = str(envelope["elapsed_ms"])
+    else:
+        del envelope["response"]
+
+
+# ---------------------------------------------------------------------------- forwarder
+
+
+def forward_in_process(bodies: list[bytes], root: Path) -> float:
+    """Write every envelope through `forward_envelope` into a local store; returns seconds."""
+    store = LocalEnvelopeStore(root)
+    started = time.perf_counter()
+    for body in bodies:
+        assert forward_envelope(body, store, MAX_BYTES).status == 202
+    return time.perf_counter() - started
+
+
+def forward_over_http(bodies: list[bytes], root: Path, threads: int) -> float:
+    """POST every envelope to the forwarder server on 127.0.0.1 from `threads` clients."""
+    os.environ.update(
+        CHARGEBACK_STORE=str(root),
+        CHARGEBACK_FORWARDER_KEY="",
+        CHARGEBACK_MAX_ENVELOPE_BYTES=str(MAX_BYTES),
+    )
+    server = build_server("127.0.0.1", 0)
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    port = server.server_port
+    try:
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(lambda share: _post_all(port, share), _deal(bodies, threads)))
+        return time.perf_counter() - started
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _deal(bodies: list[bytes], hands: int) -> list[list[bytes]]:
+    """Split the bodies round-robin over the client threads."""
+    return [bodies[i::hands] for i in range(hands)]
+
+
+def _post_all(port: int, bodies: list[bytes]) -> None:
+    """One keep-alive connection posting its share of the envelopes."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        for body in bodies:
+            headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
+            connection.request("POST", ROUTE, body=body, headers=headers)
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 202, response.status
+    finally:
+        connection.close()
+
+
+# ---------------------------------------------------------------------------- ingest (child)
+
+
+def ingest_child(store_root: str, lake: str) -> dict[str, float]:
+    """Store -> usage_events, quarantined_envelopes and usage_costs Delta, as the assets do it."""
+    reference = load_reference(SEEDS)
+    workers = int(os.environ.get("CHARGEBACK_PARSE_WORKERS") or os.cpu_count() or 1)
+    started = time.perf_counter()
+    stored = read_hour(LocalEnvelopeStore(Path(store_root)), HOUR)
+    outcome = ingest_hour(stored, HOUR, reference.deployments, PSEUDONYM_KEY, workers)
+    parsed = time.perf_counter()
+    earlier = pl.DataFrame(schema=tables.QUARANTINED_ENVELOPES)
+    quarantined = keep_first_detection(outcome.quarantined, earlier, datetime.now(UTC))
+    _replace(lake, c.QUARANTINED_ENVELOPES, quarantined, tables.QUARANTINED_ENVELOPES)
+    _replace(lake, c.USAGE_EVENTS, outcome.usage_events, tables.USAGE_EVENTS)
+    _replace(lake, c.USAGE_COSTS, usage_costs(outcome.usage_events, reference), tables.USAGE_COSTS)
+    finished = time.perf_counter()
+    return {
+        "wall_s": finished - started,
+        "parse_s": parsed - started,
+        "write_cost_s": finished - parsed,
+        "workers": workers,
+        "envelopes_read": outcome.envelopes_read,
+        "usage_rows": outcome.usage_events.height,
+        "quarantined": outcome.quarantined.height,
+        "main_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "worker_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }
+
+
+def _replace(lake: str, table: str, frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> None:
+    replace_hour(table_uri(lake, table), frame, HOUR, schema)
+
+
+def run_ingest(store_root: Path, lake: Path) -> dict[str, float]:
+    """Ingest in a child process; peak RSS from RUSAGE_CHILDREN, so generation does not count."""
+    command = [sys.executable, __file__, "--ingest-child", str(store_root), str(lake)]
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return result
+
+
+# ---------------------------------------------------------------------------- floor and naive
+
+
+def stored_objects(root: Path) -> Iterator[bytes]:
+    """The bytes of every object the store holds for the hour, in name order."""
+    for path in sorted((root / "raw").rglob("*")):
+        if path.suffix in (".ndjson", ".json"):
+            yield path.read_bytes()
+
+
+def floor(root: Path) -> float:
+    """Read the same bytes and orjson-parse every line, nothing else (single core)."""
+    started = time.perf_counter()
+    for data in stored_objects(root):
+        for line in data.split(b"\n"):
+            if line:
+                orjson.loads(line)
+    return time.perf_counter() - started
+
+
+def naive(root: Path) -> float:
+    """Per-envelope json.loads, body json.loads, Python usage extraction, a pandas DataFrame."""
+    import pandas as pd
+
+    started = time.perf_counter()
+    rows = [
+        _naive_row(json.loads(line))
+        for data in stored_objects(root)
+        for line in data.split(b"\n")
+        if line
+    ]
+    frame = pd.DataFrame(rows)
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")
+    return time.perf_counter() - started
+
+
+def _naive_row(envelope: dict[str, Any]) -> dict[str, Any]:
+    """The obvious hand-written extraction of one envelope's usage."""
+    response = envelope.get("response") or {}
+    usage = _naive_usage(response) or {}
+    return {
+        "request_id": envelope.get("request_id"),
+        "timestamp": envelope.get("timestamp"),
+        "subscription_id": (envelope.get("subscription") or {}).get("id"),
+        "deployment": (envelope.get("backend") or {}).get("deployment"),
+        "status": response.get("status"),
+        "prompt_tokens": usage.get("prompt_tokens", usage.get("input_tokens")),
+        "completion_tokens": usage.get("completion_tokens", usage.get("output_tokens")),
+        "total_tokens": usage.get("total_tokens"),
+    }
+
+
+def _naive_usage(response: dict[str, Any]) -> dict[str, Any] | None:
+    """Usage from a JSON body, or from the last SSE event that carries one."""
+    body = response.get("body") or ""
+    if response.get("streamed"):
+        usage = None
+        for line in body.split("\n"):
+            if line.startswith("data:") and line[5:].strip() != "[DONE]":
+                event = json.loads(line[5:])
+                found = event.get("usage") or (event.get("response") or {}).get("usage")
+                usage = found or usage
+        return usage
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    return document.get("usage") if isinstance(document, dict) else None
+
+
+# ---------------------------------------------------------------------------- marts
+
+
+def write_history(hour_lake: Path, lake: Path, days: int) -> int:
+    """`days` days before the measured hour, each a copy of its rows spread over 24 hours."""
+    events = pl.read_delta(table_uri(str(hour_lake), c.USAGE_EVENTS))
+    quarantine = pl.read_delta(table_uri(str(hour_lake), c.QUARANTINED_ENVELOPES))
+    reference = load_reference(SEEDS)
+    shifted = [_shift(events, back) for back in range(1, days + 1)]
+    history = pl.concat(shifted)
+    lost = pl.concat([_shift(quarantine, back) for back in range(1, days + 1)])
+    for table, frame in (
+        (c.USAGE_EVENTS, history),
+        (c.USAGE_COSTS, usage_costs(history, reference)),
+        (c.QUARANTINED_ENVELOPES, lost),
+    ):
+        data = tables.conform(frame, _schema(table)).to_arrow()
+        write_deltalake(table_uri(str(lake), table), data, mode="append", partition_by=["hour"])
+    return history.height
+
+
+def _shift(frame: pl.DataFrame, back: int) -> pl.DataFrame:
+    """Rows moved `back` days earlier and spread over the day's hours; request ids made unique."""
+    offset = pl.duration(days=-back, hours=pl.int_range(pl.len()) % 24 - HOUR_START.hour)
+    has_time = "timestamp" in frame.columns
+    moved = (pl.col("timestamp") if has_time else pl.lit(HOUR_START)) + offset
+    return frame.with_columns(
+        moved.dt.strftime("%Y-%m-%d-%H:00").alias("hour"),
+        (pl.col("request_id") + f"-d{back}").alias("request_id"),
+        *([moved.alias("timestamp")] if has_time else []),
+    )
+
+
+def _schema(table: str) -> dict[str, pl.DataType]:
+    return {
+        c.USAGE_EVENTS: tables.USAGE_EVENTS,
+        c.USAGE_COSTS: tables.USAGE_COSTS,
+        c.QUARANTINED_ENVELOPES: tables.QUARANTINED_ENVELOPES,
+    }[table]
+
+
+def time_marts(lake: Path, duckdb_path: Path) -> float:
+    """Seconds for one full `build_marts` over a lake."""
+    return timed(lambda: build_marts(SQL_DIR, str(lake), duckdb_path, reference_dir=SEEDS))
+
+
+def timed(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def measure_size(count: int, folder: Path, threads: int, full: bool) -> dict[str, Any]:
+    """Generate, forward and ingest one size; the full size also gets HTTP, floor and naive."""
+    bodies = make_bodies(count)
+    result: dict[str, Any] = {"envelopes": len(bodies), "mb": sum(map(len, bodies)) / MB}
+    result["biggest_mb"] = max(map(len, bodies)) / MB
+    store = folder / f"store-{count}"
+    result["in_process_s"] = forward_in_process(bodies, store)
+    if full:
+        result["http_s"] = forward_over_http(bodies, folder / f"http-{count}", threads)
+    del bodies
+    result["ingest"] = run_ingest(store, folder / f"lake-{count}")
+    if full:
+        result["floor_s"] = floor(store)
+        result["naive_s"] = naive(store)
+    return result
+
+
+def measure_marts(folder: Path, hour_lake: Path) -> dict[str, float]:
+    """Full marts rebuild over 1 day and over 31 days of history (the build is full-refresh)."""
+    figures: dict[str, float] = {}
+    for days in (1, HISTORY_DAYS):
+        lake = folder / f"history-{days}"
+        figures[f"rows_{days}d"] = write_history(hour_lake, lake, days)
+        figures[f"marts_{days}d_s"] = time_marts(lake, folder / f"marts-{days}.duckdb")
+    return figures
+
+
+def print_report(big: dict[str, Any], small: dict[str, Any], marts: dict[str, float]) -> None:
+    """The table, then the single `bench:` line."""
+    n, ingest = big["envelopes"], big["ingest"]
+    wall = ingest["wall_s"]
+    rows = [
+        (
+            "envelopes (demo mix + tail)",
+            f"{n:,} / {big['mb']:.1f} MB, largest {big['biggest_mb']:.1f} MB",
+        ),
+        (
+            "forwarder in-process",
+            f"{n / big['in_process_s']:,.0f} env/s ({big['in_process_s']:.1f} s)",
+        ),
+        ("forwarder HTTP 127.0.0.1", f"{n / big['http_s']:,.0f} env/s ({big['http_s']:.1f} s)"),
+        ("ingest wall (store -> 3 Delta)", f"{wall:.2f} s, {ingest['workers']} workers"),
+        ("  parse+validate+dedup", f"{ingest['parse_s']:.2f} s"),
+        ("  costs + Delta writes", f"{ingest['write_cost_s']:.2f} s"),
+        ("ingest throughput", f"{n / wall:,.0f} env/s, {big['mb'] / wall:.1f} MB/s"),
+        ("ingest rows", f"{ingest['usage_rows']:,} usage, {ingest['quarantined']:,} quarantined"),
+        ("peak RSS", _rss(ingest)),
+        (f"peak RSS at {small['envelopes']:,} ({small['mb']:.0f} MB)", _rss(small["ingest"])),
+        ("floor: orjson every line, 1 core", f"{big['floor_s']:.2f} s"),
+        ("naive: json.loads + pandas", f"{big['naive_s']:.2f} s"),
+        ("ingest / floor", f"{wall / big['floor_s']:.2f}x"),
+        ("naive / ingest", f"{big['naive_s'] / wall:.2f}x"),
+        ("3.6 M envelopes in one hour", f"{wall * HOUR_3M6 / n:.0f} s (extrapolated from {n:,})"),
+        ("marts full build, 1 day", f"{marts['marts_1d_s']:.2f} s ({marts['rows_1d']:,} rows)"),
+        (
+            f"marts full build, {HISTORY_DAYS} days",
+            f"{marts[f'marts_{HISTORY_DAYS}d_s']:.2f} s ({marts[f'rows_{HISTORY_DAYS}d']:,} rows)",
+        ),
+        ("one day's marts refresh", "= the 31-day full build (no incremental marts)"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    print(
+        f"bench: ingest_mb_per_s={big['mb'] / wall:.1f} envelopes_per_s={n / wall:.0f} "
+        f"peak_rss_mb={ingest['peak_rss_mb']:.0f} vs_floor={wall / big['floor_s']:.2f} "
+        f"vs_naive={big['naive_s'] / wall:.2f} hour_3m6_s={wall * HOUR_3M6 / n:.0f}"
+    )
+
+
+def _rss(ingest: dict[str, float]) -> str:
+    return (
+        f"{ingest['peak_rss_mb']:.0f} MB (RUSAGE_CHILDREN; ingest process "
+        f"{ingest['main_rss_mb']:.0f} MB, parse workers {ingest['worker_rss_mb']:.0f} MB)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--envelopes", type=int, default=20_000)
+    parser.add_argument("--threads", type=int, default=4, help="HTTP client threads")
+    parser.add_argument(
+        "--ingest-child", nargs=2, metavar=("STORE", "LAKE"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    if args.ingest_child:
+        print(json.dumps(ingest_child(*args.ingest_child)))
+        return
+    with tempfile.TemporaryDirectory(prefix="ingest-bench-") as name:
+        folder = Path(name)
+        # The small size first: RUSAGE_CHILDREN keeps the maximum over every child so far.
+        small = measure_size(max(100, args.envelopes // 10), folder, args.threads, full=False)
+        big = measure_size(args.envelopes, folder, args.threads, full=True)
+        marts = measure_marts(folder, folder / f"lake-{args.envelopes}")
+    print_report(big, small, marts)
+
+
+if __name__ == "__main__":
+    main()
