@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: demo test lint typecheck unit lint-infra dev azurite bench-store mono clean
+.PHONY: demo test lint typecheck unit lint-infra dev azurite bench bench-store mono clean
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ dev: $(STAMP)
 	DAGSTER_HOME=$(CURDIR)/.chargeback/dagster_home \
 	CHARGEBACK_PSEUDONYM_KEY=$${CHARGEBACK_PSEUDONYM_KEY:-DEMO-ONLY-pseudonym-key-not-secret} \
 		$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+# Hour ingest vs an orjson floor and a naive json+pandas baseline, forwarder throughput, marts build.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/ingest_bench.py
 
 # Forwarder write and hour read throughput, local folder vs Azurite (figures, not assertions).
 bench-store: $(STAMP) $(NODE_STAMP)

@@ -37,6 +37,7 @@ setup(
             "openai==3.51.0",
             "pycep-parser==0.7.1",
             "hypothesis==6.170.15",
+            "pandas==3.1.1",
             "python-hcl2==8.1.4",
         ],
     },

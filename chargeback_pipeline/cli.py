@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import time
@@ -21,8 +22,11 @@ EXAMPLES = """examples:
   chargeback demo                                   # a day of traffic end to end, then the bill
   chargeback forward calls.ndjson                   # store envelopes like the Azure Function
   chargeback serve-forwarder --port 7071            # POST /api/envelopes on 127.0.0.1
+  chargeback gateway --mode passthrough             # OpenAI-compatible gateway on :8080
   chargeback materialize --start 2026-11-26T00 --end 2026-11-27T00
   chargeback report --month 2026-11 --format csv
+  chargeback report --month 2026-11 --format focus --out exports/  # FOCUS 1.2 files
+  chargeback forget-user 3f1c9a2e-user              # erasure: rows kept, attributed to no user
 """
 
 
@@ -99,23 +103,38 @@ def cmd_serve_forwarder(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gateway(args: argparse.Namespace) -> int:
+    from chargeback_pipeline.gateway import run_gateway
+
+    return run_gateway(args)
+
+
+def cmd_simulate_openai(args: argparse.Namespace) -> int:
+    from chargeback_pipeline.gateway import run_simulator
+
+    return run_simulator(args)
+
+
 def materialize_hours(hours: Sequence[str], show_progress: bool = True) -> list[str]:
     """Run the hourly assets for each hour in-process; returns the hours that failed."""
     import dagster as dg
 
     from chargeback_pipeline.defs.costs import usage_costs
     from chargeback_pipeline.defs.ingest import ingested_envelopes
+    from chargeback_pipeline.defs.reconciliation import LogAnalyticsSettings, usage_reconciliation
     from chargeback_pipeline.resources import ChargebackSettings
 
     ensure_dagster_home()
     failed = []
+    skipped: set[str] = set()
     started = time.monotonic()
+    resources = {"chargeback": ChargebackSettings(), "log_analytics": LogAnalyticsSettings()}
     with dg.DagsterInstance.get() as instance:
         for done, hour in enumerate(hours, start=1):
             result = dg.materialize(
-                [ingested_envelopes, usage_costs],
+                [ingested_envelopes, usage_costs, usage_reconciliation],
                 partition_key=hour,
-                resources={"chargeback": ChargebackSettings()},
+                resources=resources,
                 instance=instance,
                 raise_on_error=False,
                 tags={"chargeback/source": "cli"},
@@ -126,9 +145,23 @@ def materialize_hours(hours: Sequence[str], show_progress: bool = True) -> list[
                 print(f"{hour}: {failure_message(result)}", file=sys.stderr)
             for warning in failed_checks(result):
                 print(f"{hour}: {warning}", file=sys.stderr)
+            skipped |= skipped_checks(result)
             if show_progress:
                 progress(done, len(hours), hour + (" FAILED" if hour in failed else ""), started)
+    for line in sorted(skipped):
+        print(line, file=sys.stderr)
     return failed
+
+
+def skipped_checks(result: object) -> set[str]:
+    """One line per check that was skipped, with the reason (printed once, not per hour)."""
+    lines = set()
+    for check in getattr(result, "get_asset_check_evaluations", list)():
+        found = {k: v.value for k, v in check.metadata.items()}
+        if found.get("status") == "skipped":
+            name = f"{check.asset_key.to_user_string()}.{check.check_name}"
+            lines.add(f"check {name} skipped: {found.get('reason')}")
+    return lines
 
 
 def materialize_marts() -> bool:
@@ -147,6 +180,8 @@ def materialize_marts() -> bool:
             raise_on_error=False,
             run_config=_quiet_logs(),
         )
+    for warning in failed_checks(result):
+        print(f"marts: {warning}", file=sys.stderr)
     return result.success
 
 
@@ -200,9 +235,48 @@ def cmd_report(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    if args.format == "focus":
+        from chargeback_pipeline.report import export_focus
+
+        try:
+            paths = export_focus(settings.duckdb_path, args.month, args.out)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        for path in paths:
+            print(path)
+        return 0
     month, frame = monthly_chargeback(settings.duckdb_path, args.month)
     print(render(frame, args.format, f"Chargeback {month}"))
     return 0
+
+
+def cmd_forget_user(args: argparse.Namespace) -> int:
+    from chargeback_pipeline.lib.erasure import forget_user
+    from chargeback_pipeline.store import open_store
+
+    if not args.user_id:
+        print("the user id is empty", file=sys.stderr)
+        return 2
+    settings = load_settings()
+    key = settings.require_pseudonym_key()
+    erased = forget_user(settings.lake, key, args.user_id, settings.lake_storage_options())
+    for table, rows in erased.rows.items():
+        print(f"{table}: {rows} rows no longer attributed to the user")
+    if not any(erased.rows.values()):
+        print("no rows carry this user's pseudonym (is CHARGEBACK_PSEUDONYM_KEY the ingest key?)")
+        return 0
+    marts_ok = materialize_marts()
+    print(f"marts {'rebuilt' if marts_ok else 'FAILED: run `chargeback materialize` again'}")
+    store = open_store(settings.store, settings.container)
+    raw = [hour for hour in erased.hours if store.list_hour(hour)]
+    if raw:
+        # Re-ingesting these hours would hash the user again; retention deletes them.
+        print(
+            f"raw envelopes of {len(raw)} hour(s) ({raw[0]} .. {raw[-1]}) still hold the user id "
+            "until retention deletes them; run forget-user again after re-running any of them"
+        )
+    return 0 if marts_ok else 1
 
 
 def forward_all(envelopes: Iterable[dict[str, object]]) -> dict[int, int]:
@@ -222,7 +296,12 @@ def forward_all(envelopes: Iterable[dict[str, object]]) -> dict[int, int]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from chargeback_pipeline.lib.demo_traffic import generate_day
+    from chargeback_pipeline.lib.demo_traffic import (
+        generate_day,
+        generate_history,
+        generate_spike,
+        history_hour_keys,
+    )
     from chargeback_pipeline.lib.hours import hour_keys
     from chargeback_pipeline.report import monthly_chargeback, render
 
@@ -231,11 +310,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print("demo: using the DEMO-ONLY pseudonym key; set CHARGEBACK_PSEUDONYM_KEY for real data")
     day = args.day or (datetime.now(UTC) - timedelta(days=1)).date()
     settings = load_settings()
-    print(f"demo: generating {args.calls} calls for {day} (seed {args.seed})")
-    answers = forward_all(generate_day(day, seed=args.seed, calls=args.calls))
+    print(
+        f"demo: generating {args.calls} calls for {day} (seed {args.seed}), "
+        f"{args.history_days} days of history and an evening spike"
+    )
+    answers = forward_all(
+        itertools.chain(
+            generate_history(day, seed=args.seed, calls=args.calls, days=args.history_days),
+            generate_day(day, seed=args.seed, calls=args.calls),
+            generate_spike(day, seed=args.seed, calls=args.calls // 4),
+        )
+    )
     print(f"demo: forwarder answers {answers} into {settings.store}")
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    hours = list(hour_keys(start, start + timedelta(days=1)))
+    hours = history_hour_keys(day, args.history_days) + list(
+        hour_keys(start, start + timedelta(days=1))
+    )
     print(f"demo: materialising {len(hours)} hours into {settings.lake}")
     failed = materialize_hours(hours)
     if failed or not materialize_marts():
@@ -261,6 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--calls", type=int, default=4000, help="calls to generate (default 4000)")
     demo.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
+    demo.add_argument(
+        "--history-days",
+        type=int,
+        default=7,
+        help="days of traffic before --day, for the anomaly mart (default 7; 0 = none)",
+    )
     demo.set_defaults(handler=cmd_demo)
 
     forward = commands.add_parser("forward", help="store NDJSON envelopes as the Function would")
@@ -271,6 +367,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=7071)
     serve.set_defaults(handler=cmd_serve_forwarder)
+
+    from chargeback_pipeline.gateway import add_gateway_arguments, add_simulator_arguments
+
+    gateway = commands.add_parser(
+        "gateway", help="OpenAI-compatible gateway doing what the APIM policies do"
+    )
+    add_gateway_arguments(gateway)
+    gateway.set_defaults(handler=cmd_gateway)
+    simulate = commands.add_parser("simulate-openai", help="an Azure OpenAI simulator")
+    add_simulator_arguments(simulate)
+    simulate.set_defaults(handler=cmd_simulate_openai)
 
     materialize = commands.add_parser(
         "materialize", help="materialise hours [start, end) and then the marts"
@@ -283,8 +390,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="the monthly chargeback per cost center")
     report.add_argument("--month", help="YYYY-MM (default: the latest month in the marts)")
-    report.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    report.add_argument("--format", choices=("table", "csv", "json", "focus"), default="table")
+    report.add_argument(
+        "--out",
+        type=Path,
+        default=Path("."),
+        help="folder for --format focus (the month's FOCUS 1.2 CSV and Parquet)",
+    )
     report.set_defaults(handler=cmd_report)
+
+    forget = commands.add_parser(
+        "forget-user", help="erasure: clear one user's pseudonym from the lake and the marts"
+    )
+    forget.add_argument("user_id", help="the user id as the gateway saw it (caller.user_id)")
+    forget.set_defaults(handler=cmd_forget_user)
     return parser
 
 

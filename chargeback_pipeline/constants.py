@@ -14,3 +14,8 @@ OWNERS = ["team:finops-platform"]
 HOURLY_JOB = "hourly_chargeback"
 MARTS_JOB = "refresh_marts"
 LATE_ARRIVAL_SENSOR = "late_envelopes"
+
+RAW_RETENTION_JOB = "raw_retention"
+RAW_RETENTION_SCHEDULE = "raw_retention_daily"
+LAKE_MAINTENANCE_JOB = "lake_maintenance"
+LAKE_MAINTENANCE_SCHEDULE = "lake_maintenance_daily"

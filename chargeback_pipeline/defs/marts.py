@@ -58,7 +58,11 @@ def marts_asset() -> dg.AssetsDefinition:
     def dbt_like_marts(chargeback: ChargebackSettings) -> Iterator[dg.MaterializeResult]:
         settings = chargeback.resolve()
         built = build_marts(
-            settings.sql_dir, settings.lake, settings.duckdb_path, chargeback.lake_options()
+            settings.sql_dir,
+            settings.lake,
+            settings.duckdb_path,
+            chargeback.lake_options(),
+            reference_dir=settings.reference_dir,
         )
         for run in built.runs:
             yield dg.MaterializeResult(

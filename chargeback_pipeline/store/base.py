@@ -6,7 +6,7 @@ import hashlib
 import os
 import re
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,6 +48,10 @@ class EnvelopeStore(Protocol):
 
     def read_object(self, name: str) -> bytes: ...
 
+    def delete_object(self, name: str) -> None: ...
+
+    def list_hours_before(self, cutoff_hour_key: str) -> list[str]: ...
+
     def describe(self) -> str: ...
 
 
@@ -61,6 +65,15 @@ def hour_prefix(hour_key: str) -> str:
     except ValueError:
         raise problem from None
     return f"{RAW_PREFIX}/{hour:%Y/%m/%d/%H}/"
+
+
+def is_hour_key(text: str) -> bool:
+    """Whether `text` is a real hourly partition key."""
+    try:
+        hour_prefix(text)
+    except ValueError:
+        return False
+    return True
 
 
 def timestamp_prefix(timestamp: datetime) -> str:
@@ -108,3 +121,46 @@ def read_hour(store: EnvelopeStore, hour_key: str, workers: int = 16) -> Iterato
         # map keeps name order; at most `workers` objects are in flight ahead of the consumer.
         for name, data in zip(names, pool.map(store.read_object, names), strict=True):
             yield from split_object(name, data)
+
+
+def hours_before(children: Callable[[str], Iterable[str]], cutoff_hour_key: str) -> list[str]:
+    """Hour keys that have a `raw/YYYY/MM/DD/HH/` prefix strictly before the cutoff, oldest first.
+
+    `children(prefix)` names the folders directly under a prefix; later years, months and days
+    are never opened, so the cost follows what is left to delete, not the store's size.
+    """
+    hour_prefix(cutoff_hour_key)
+    limit = tuple(re.split(r"[-:]", cutoff_hour_key)[:4])
+    found: list[str] = []
+
+    def walk(prefix: str, path: tuple[str, ...]) -> None:
+        if len(path) == len(limit):
+            key = "{}-{}-{}-{}:00".format(*path)
+            if is_hour_key(key) and path < limit:
+                found.append(key)
+            return
+        width = 4 if not path else 2
+        for name in sorted(children(prefix)):
+            # Fixed-width ASCII digits compare in calendar order, so a tuple compare prunes.
+            if len(name) != width or not (name.isascii() and name.isdigit()):
+                continue
+            if (*path, name) <= limit[: len(path) + 1]:
+                walk(f"{prefix}{name}/", (*path, name))
+
+    walk(f"{RAW_PREFIX}/", ())
+    return found
+
+
+def check_deletable(name: str) -> None:
+    """Refuse to delete anything that is not an object under `raw/` named without `..`."""
+    parts = name.split("/")
+    if parts[0] != RAW_PREFIX or len(parts) < 2 or any(part in ("", ".", "..") for part in parts):
+        raise StoreError(f"refusing to delete {name!r}: not an envelope object under {RAW_PREFIX}/")
+
+
+def delete_objects(store: EnvelopeStore, names: Sequence[str], workers: int = 16) -> int:
+    """Delete objects concurrently (one request each on Blob Storage); returns how many."""
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="delete") as pool:
+        # list() re-raises the first StoreError; objects already deleted stay deleted.
+        list(pool.map(store.delete_object, names))
+    return len(names)

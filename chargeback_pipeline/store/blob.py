@@ -11,13 +11,15 @@ from azure.core.exceptions import (
     ResourceExistsError,
     ResourceNotFoundError,
 )
-from azure.storage.blob import BlobType, ContainerClient
+from azure.storage.blob import BlobPrefix, BlobType, ContainerClient
 
 from chargeback_pipeline.store.base import (
     StoredObject,
     StoreError,
     batch_object_name,
+    check_deletable,
     hour_prefix,
+    hours_before,
     needs_own_object,
     single_object_name,
     writer_id,
@@ -104,6 +106,35 @@ class BlobEnvelopeStore:
             raise StoreError(
                 f"cannot read {name} from {self.describe()}: {_reason(error)}"
             ) from error
+
+    def delete_object(self, name: str) -> None:
+        check_deletable(name)
+        try:
+            # Snapshots would keep the envelopes readable, so they go with the blob.
+            self.container.delete_blob(name, delete_snapshots="include")
+        except ResourceNotFoundError:
+            return
+        except AzureError as error:
+            raise StoreError(
+                f"cannot delete {name} from {self.describe()}: {_reason(error)}"
+            ) from error
+
+    def list_hours_before(self, cutoff_hour_key: str) -> list[str]:
+        return hours_before(self._folders, cutoff_hour_key)
+
+    def _folders(self, prefix: str) -> list[str]:
+        """Virtual folders directly under a prefix: one delimiter listing, no recursion."""
+        try:
+            items = self.container.walk_blobs(name_starts_with=prefix, delimiter="/")
+            return [
+                item.name[len(prefix) :].rstrip("/")
+                for item in items
+                if isinstance(item, BlobPrefix)
+            ]
+        except ResourceNotFoundError:
+            return []
+        except AzureError as error:
+            raise StoreError(f"cannot list {self.describe()}: {_reason(error)}") from error
 
 
 def _reason(error: AzureError) -> str:

@@ -8,10 +8,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from chargeback_pipeline.store.base import (
+    RAW_PREFIX,
     StoredObject,
     StoreError,
     batch_object_name,
+    check_deletable,
     hour_prefix,
+    hours_before,
     needs_own_object,
     single_object_name,
     writer_id,
@@ -79,3 +82,38 @@ class LocalEnvelopeStore:
             raise StoreError(
                 f"cannot read {name} from {self.describe()}: {error.strerror}"
             ) from error
+
+    def delete_object(self, name: str) -> None:
+        check_deletable(name)
+        path = self.root / name
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as error:
+            raise StoreError(
+                f"cannot delete {name} from {self.describe()}: {error.strerror}"
+            ) from error
+        self._remove_empty_folders(path.parent)
+
+    def _remove_empty_folders(self, folder: Path) -> None:
+        """Drop emptied hour, day, month and year folders so later walks stay short."""
+        # A writer that made the folder just before rmdir gets an error, answers 503 and the
+        # sender retries; only envelopes older than the retention period can land here.
+        top = self.root / RAW_PREFIX
+        while folder != top and top in folder.parents:
+            try:
+                folder.rmdir()
+            except OSError:
+                return
+            folder = folder.parent
+
+    def list_hours_before(self, cutoff_hour_key: str) -> list[str]:
+        return hours_before(self._folders, cutoff_hour_key)
+
+    def _folders(self, prefix: str) -> list[str]:
+        try:
+            with os.scandir(self.root / prefix) as entries:
+                return [entry.name for entry in entries if entry.is_dir(follow_symlinks=False)]
+        except FileNotFoundError:
+            return []
+        except OSError as error:
+            raise StoreError(f"cannot list {self.describe()}: {error.strerror}") from error
