@@ -79,6 +79,20 @@ def _reconciliation(outcome: HourIngest) -> dg.AssetCheckResult:
     )
 
 
+def _refuse_to_empty_a_billed_hour(uri: str, hour: str, options: dict[str, str] | None) -> None:
+    """An hour whose raw envelopes are gone (retention) must keep its billed rows."""
+    billed = read_hours(uri, [hour], tables.USAGE_EVENTS, options).height
+    if billed:
+        raise dg.Failure(
+            description=(
+                f"{hour}: the store holds no envelopes but {billed} rows are billed; raw "
+                "retention has probably deleted them. Re-price past hours by backfilling "
+                "usage_costs only."
+            ),
+            allow_retries=False,
+        )
+
+
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
@@ -120,6 +134,8 @@ def ingested_envelopes(
     stored = read_hour(chargeback.envelope_store(), hour)
     outcome = ingest_hour(stored, hour, deployments, pseudonym_key, settings.parse_workers)
     options = chargeback.lake_options()
+    if outcome.envelopes_read == 0:
+        _refuse_to_empty_a_billed_hour(chargeback.table(c.USAGE_EVENTS), hour, options)
     quarantine_uri = chargeback.table(c.QUARANTINED_ENVELOPES)
     earlier = read_hours(quarantine_uri, [hour], tables.QUARANTINED_ENVELOPES, options)
     quarantined = keep_first_detection(outcome.quarantined, earlier, datetime.now(UTC))

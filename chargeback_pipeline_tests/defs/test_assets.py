@@ -199,3 +199,20 @@ def test_marts_asset_builds_the_contract_marts(chargeback_env):
             "select cost_center, requests, total_tokens, total_cost::varchar from chargeback_daily"
         ).fetchall()
     assert sum(row[1] for row in daily) == 6
+
+
+def test_an_hour_whose_raw_envelopes_are_gone_keeps_its_billed_rows(chargeback_env):
+    forward_examples()
+    run_hour()
+    for path in Path(load_settings().store).rglob("*.ndjson"):
+        path.unlink()
+    result = dg.materialize(
+        [ingested_envelopes],
+        partition_key=HOUR,
+        resources={"chargeback": ChargebackSettings()},
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "backfilling usage_costs" in failure.step_failure_data.error.message
+    assert table("usage_events").height == 6
