@@ -27,6 +27,7 @@ EXAMPLES = """examples:
   chargeback report --month 2026-11 --format csv
   chargeback report --month 2026-11 --format focus --out exports/  # FOCUS 1.2 files
   chargeback forget-user 3f1c9a2e-user              # erasure: rows kept, attributed to no user
+  chargeback sql --query "select * from chargeback_monthly"   # or --file docs/cookbook.sql
 """
 
 
@@ -279,6 +280,18 @@ def cmd_forget_user(args: argparse.Namespace) -> int:
     return 0 if marts_ok else 1
 
 
+def cmd_sql(args: argparse.Namespace) -> int:
+    from chargeback_pipeline import sql_shell
+
+    try:
+        params = sql_shell.parse_params(args.param)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    names = set(args.name) if args.name else None
+    return sql_shell.main(load_settings(), args.query, args.file, params, names)
+
+
 def forward_all(envelopes: Iterable[dict[str, object]]) -> dict[int, int]:
     """Pass envelopes through the forwarder core into the configured store; counts per status."""
     import orjson
@@ -404,6 +417,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     forget.add_argument("user_id", help="the user id as the gateway saw it (caller.user_id)")
     forget.set_defaults(handler=cmd_forget_user)
+
+    sql = commands.add_parser(
+        "sql",
+        help="query the marts and lake_* views (read-only); a prompt when run without a query",
+        epilog="example: chargeback sql --file docs/cookbook.sql --name cost-by-team",
+    )
+    sql.add_argument("--query", help='SQL to run, e.g. "select * from chargeback_monthly"')
+    sql.add_argument("--file", type=Path, help="SQL file; `-- name: <slug>` lines split queries")
+    sql.add_argument("--name", action="append", help="run only this named query of --file")
+    sql.add_argument(
+        "--param", action="append", default=[], help="bind $name: --param user_hash=<hash>"
+    )
+    sql.set_defaults(handler=cmd_sql)
     return parser
 
 
