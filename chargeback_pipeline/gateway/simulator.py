@@ -42,6 +42,7 @@ from chargeback_pipeline.lib.demo_traffic import (
     _responses_usage_body,
     _token,
     _vector_pool,
+    responses_output,
 )
 
 SIMULATE_STATUS_HEADER = "x-simulate-status"
@@ -289,18 +290,7 @@ def _images(rng: Random, model: str, body: Mapping[str, Any], usage: Usage, cut:
 
 def _responses(rng: Random, model: str, body: Mapping[str, Any], usage: Usage, cut: bool) -> Reply:
     answer = _answer(rng, usage.completion - usage.reasoning)
-    message = {
-        "type": "message",
-        "id": "msg_" + rng.randbytes(12).hex(),
-        "status": "completed",
-        "role": "assistant",
-        "content": [{"type": "output_text", "text": answer, "annotations": []}],
-    }
-    output: list[dict[str, Any]] = [message]
-    if usage.reasoning:
-        output.insert(
-            0, {"type": "reasoning", "id": "rs_" + rng.randbytes(12).hex(), "summary": []}
-        )
+    output = responses_output(rng, answer, usage.reasoning)
     done = {
         "id": "resp_" + rng.randbytes(12).hex(),
         "object": "response",

@@ -778,13 +778,8 @@ def _chat_usage_body(usage: Usage) -> dict[str, Any]:
     }
 
 
-def _responses(rng: Random, ts: datetime, ref: str, stream: bool) -> _Exchange:
-    """A Responses API call, JSON or SSE ending in `response.completed`."""
-    request = _responses_request(rng, ref, stream)
-    deployment = request.deployment
-    usage = _chat_usage(rng, deployment, request.max_tokens)
-    answer = _answer(rng, ref, usage.completion - usage.reasoning)
-    response_id = "resp_" + rng.randbytes(12).hex()
+def responses_output(rng: Random, answer: str, reasoning: int) -> list[dict[str, Any]]:
+    """The `output` items of a Responses API answer: a reasoning item if it reasoned, a message."""
     message = {
         "type": "message",
         "id": "msg_" + rng.randbytes(12).hex(),
@@ -792,11 +787,19 @@ def _responses(rng: Random, ts: datetime, ref: str, stream: bool) -> _Exchange:
         "role": "assistant",
         "content": [{"type": "output_text", "text": answer, "annotations": []}],
     }
-    output: list[dict[str, Any]] = [message]
-    if usage.reasoning:
-        output.insert(
-            0, {"type": "reasoning", "id": "rs_" + rng.randbytes(12).hex(), "summary": []}
-        )
+    if not reasoning:
+        return [message]
+    return [{"type": "reasoning", "id": "rs_" + rng.randbytes(12).hex(), "summary": []}, message]
+
+
+def _responses(rng: Random, ts: datetime, ref: str, stream: bool) -> _Exchange:
+    """A Responses API call, JSON or SSE ending in `response.completed`."""
+    request = _responses_request(rng, ref, stream)
+    deployment = request.deployment
+    usage = _chat_usage(rng, deployment, request.max_tokens)
+    answer = _answer(rng, ref, usage.completion - usage.reasoning)
+    response_id = "resp_" + rng.randbytes(12).hex()
+    output = responses_output(rng, answer, usage.reasoning)
     done = {
         "id": response_id,
         "object": "response",
