@@ -1,9 +1,23 @@
-"""Dagster metadata built from the lake's column schemas, with Dagster's own metadata keys."""
+"""Dagster metadata for the lake's tables: Dagster's own keys plus the hour's sums and previews."""
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
+
 import dagster as dg
 import polars as pl
+
+from chargeback_pipeline.lib.checks import estimated_share
+from chargeback_pipeline.lib.hour_summary import (
+    cost_by_currency,
+    costs_preview,
+    events_preview,
+    markdown_table,
+    quarantine_preview,
+    reason_counts,
+    token_totals,
+)
 
 
 def column_schema(
@@ -29,9 +43,45 @@ def failures_preview(failures: pl.DataFrame, limit: int = 20) -> dg.MarkdownMeta
     return dg.MetadataValue.md(markdown_table(failures.head(limit)))
 
 
-def markdown_table(frame: pl.DataFrame) -> str:
-    """A small frame as a markdown table (ids and numbers only are ever passed here)."""
-    header = "| " + " | ".join(frame.columns) + " |"
-    rule = "|" + "---|" * len(frame.columns)
-    rows = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.iter_rows()]
-    return "\n".join([header, rule, *rows])
+def cost_metadata(totals: dict[str, Decimal]) -> dict[str, dg.MetadataValue]:
+    """Per currency: `cost_total_<ccy>` as the exact decimal text, `..._approx` a float to plot."""
+    metadata: dict[str, dg.MetadataValue] = {}
+    for currency, total in totals.items():
+        name = "cost_total_" + re.sub(r"[^a-z0-9]+", "_", currency.lower())
+        metadata[name] = dg.MetadataValue.text(f"{total:f}")
+        metadata[f"{name}_approx"] = dg.MetadataValue.float(float(total))
+    return metadata
+
+
+def _token_metadata(frame: pl.DataFrame) -> dict[str, dg.MetadataValue]:
+    return {name: dg.MetadataValue.int(total) for name, total in token_totals(frame).items()}
+
+
+def usage_events_metadata(events: pl.DataFrame, hour: str) -> dict[str, dg.MetadataValue]:
+    """One hour of usage_events: rows, token sums, estimated share, a preview by model/source."""
+    return {
+        "dagster/partition_row_count": dg.MetadataValue.int(events.height),
+        **_token_metadata(events),
+        "tokens_estimated_share": dg.MetadataValue.float(estimated_share(events)),
+        "preview": dg.MetadataValue.md(events_preview(events, hour)),
+    }
+
+
+def usage_costs_metadata(costs: pl.DataFrame, hour: str) -> dict[str, dg.MetadataValue]:
+    """One hour of usage_costs: rows, token sums, exact cost per currency, top spenders."""
+    return {
+        "dagster/partition_row_count": dg.MetadataValue.int(costs.height),
+        **_token_metadata(costs),
+        **cost_metadata(cost_by_currency(costs)),
+        "preview": dg.MetadataValue.md(costs_preview(costs, hour)),
+    }
+
+
+def quarantine_metadata(quarantined: pl.DataFrame, hour: str) -> dict[str, dg.MetadataValue]:
+    """One hour of quarantined_envelopes: count, count per reason code, a preview of the codes."""
+    return {
+        "dagster/partition_row_count": dg.MetadataValue.int(quarantined.height),
+        "quarantined": dg.MetadataValue.int(quarantined.height),
+        "quarantine_reasons": dg.MetadataValue.json(reason_counts(quarantined)),
+        "preview": dg.MetadataValue.md(quarantine_preview(quarantined, hour)),
+    }

@@ -16,6 +16,10 @@ hourly_chargeback = dg.define_asset_job(
 
 hourly_chargeback_schedule = dg.build_schedule_from_partitioned_job(
     hourly_chargeback,
+    description=(
+        "At 10 past each hour, run hourly_chargeback for the hour that just ended; late "
+        "envelopes are picked up by the late_envelopes sensor."
+    ),
     minute_of_hour=10,
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )
@@ -23,7 +27,7 @@ hourly_chargeback_schedule = dg.build_schedule_from_partitioned_job(
 refresh_marts = dg.define_asset_job(
     c.MARTS_JOB,
     selection=dg.AssetSelection.groups(c.MARTS_GROUP),
-    description="Rebuild the DuckDB marts from the lake.",
+    description="Rebuild the DuckDB marts from the lake (all SQL models in dbt_like_sql/).",
 )
 
 # Marts carry an eager automation condition; this sensor evaluates it, so the marts are rebuilt
@@ -31,6 +35,10 @@ refresh_marts = dg.define_asset_job(
 marts_automation = dg.AutomationConditionSensorDefinition(
     "marts_after_hourly_runs",
     target=dg.AssetSelection.groups(c.MARTS_GROUP),
+    description=(
+        "Rebuilds the marts once hourly runs or backfills have updated the lake tables they "
+        "read (eager automation condition)."
+    ),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=60,
 )

@@ -10,7 +10,7 @@ from chargeback_pipeline.lib.checks import unallocated_share, unpriced_usage
 from chargeback_pipeline.lib.costs import usage_costs as cost_usage
 from chargeback_pipeline.lib.delta import read_hours, replace_hour
 from chargeback_pipeline.lib.validation import schema_failures, usage_costs_schema
-from chargeback_pipeline.metadata import column_schema, failures_preview
+from chargeback_pipeline.metadata import column_schema, failures_preview, usage_costs_metadata
 from chargeback_pipeline.partitions import hourly_partitions
 from chargeback_pipeline.resources import ChargebackSettings, fail_fast_on_bad_setup
 
@@ -29,10 +29,26 @@ DEFAULT_UNALLOCATED_WARN_SHARE = "0.05"
     owners=c.OWNERS,
     kinds={"delta", "polars"},
     metadata={"dagster/column_schema": column_schema(tables.USAGE_COSTS)},
+    # Partitioned like the asset, so the UI and GraphQL show each check's status per hour.
     check_specs=[
-        dg.AssetCheckSpec("pandera_schema", asset=c.USAGE_COSTS),
-        dg.AssetCheckSpec("unpriced_usage", asset=c.USAGE_COSTS),
-        dg.AssetCheckSpec("unallocated_share", asset=c.USAGE_COSTS),
+        dg.AssetCheckSpec(
+            "pandera_schema",
+            asset=c.USAGE_COSTS,
+            description="Every row matches the usage_costs schema (pandera).",
+            partitions_def=hourly_partitions,
+        ),
+        dg.AssetCheckSpec(
+            "unpriced_usage",
+            asset=c.USAGE_COSTS,
+            description="Every billable call of the hour found a price-book row in force.",
+            partitions_def=hourly_partitions,
+        ),
+        dg.AssetCheckSpec(
+            "unallocated_share",
+            asset=c.USAGE_COSTS,
+            description="At most CHARGEBACK_UNALLOCATED_WARN_SHARE of the hour's cost unallocated.",
+            partitions_def=hourly_partitions,
+        ),
     ],
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
 )
@@ -54,10 +70,8 @@ def usage_costs(
     failures = schema_failures(costs, usage_costs_schema())
     return dg.MaterializeResult(
         metadata={
-            "dagster/partition_row_count": costs.height,
+            **usage_costs_metadata(costs, hour),
             "dagster/uri": chargeback.table(c.USAGE_COSTS),
-            "total_cost": str(costs["total_cost"].sum()),
-            "total_tokens": int(costs["total_tokens"].sum()),
             "unpriced_requests": int(unpriced["requests"].sum()),
         },
         check_results=[

@@ -17,7 +17,12 @@ from chargeback_pipeline.lib.validation import (
     schema_failures,
     usage_events_schema,
 )
-from chargeback_pipeline.metadata import column_schema, failures_preview
+from chargeback_pipeline.metadata import (
+    column_schema,
+    failures_preview,
+    quarantine_metadata,
+    usage_events_metadata,
+)
 from chargeback_pipeline.partitions import hourly_partitions
 from chargeback_pipeline.resources import ChargebackSettings, fail_fast_on_bad_setup
 from chargeback_pipeline.store import read_hour
@@ -114,11 +119,32 @@ def _refuse_to_empty_a_billed_hour(uri: str, hour: str, options: dict[str, str] 
             metadata={"dagster/column_schema": column_schema(tables.QUARANTINED_ENVELOPES)},
         ),
     ],
+    # Partitioned like their assets, so the UI and GraphQL show each check's status per hour.
     check_specs=[
-        dg.AssetCheckSpec(SCHEMA_CHECK, asset=c.USAGE_EVENTS),
-        dg.AssetCheckSpec(RECONCILED_CHECK, asset=c.USAGE_EVENTS),
-        dg.AssetCheckSpec(ESTIMATED_CHECK, asset=c.USAGE_EVENTS),
-        dg.AssetCheckSpec(SCHEMA_CHECK, asset=c.QUARANTINED_ENVELOPES),
+        dg.AssetCheckSpec(
+            SCHEMA_CHECK,
+            asset=c.USAGE_EVENTS,
+            description="Every row matches the usage_events schema (pandera).",
+            partitions_def=hourly_partitions,
+        ),
+        dg.AssetCheckSpec(
+            RECONCILED_CHECK,
+            asset=c.USAGE_EVENTS,
+            description="Every envelope read is billed, quarantined or a dropped redelivery.",
+            partitions_def=hourly_partitions,
+        ),
+        dg.AssetCheckSpec(
+            ESTIMATED_CHECK,
+            asset=c.USAGE_EVENTS,
+            description="At most CHARGEBACK_ESTIMATED_WARN_SHARE of the hour's tokens estimated.",
+            partitions_def=hourly_partitions,
+        ),
+        dg.AssetCheckSpec(
+            SCHEMA_CHECK,
+            asset=c.QUARANTINED_ENVELOPES,
+            description="Every row matches the quarantined_envelopes schema (pandera).",
+            partitions_def=hourly_partitions,
+        ),
     ],
     partitions_def=hourly_partitions,
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
@@ -149,11 +175,11 @@ def ingested_envelopes(
     yield dg.MaterializeResult(
         asset_key=c.USAGE_EVENTS,
         metadata={
-            "dagster/partition_row_count": outcome.usage_events.height,
-            "dagster/uri": chargeback.table(c.USAGE_EVENTS),
+            **usage_events_metadata(outcome.usage_events, hour),
+            "dagster/uri": events_uri,
             "envelopes_read": outcome.envelopes_read,
             "duplicates_dropped": outcome.duplicates_dropped,
-            "total_tokens": int(outcome.usage_events["total_tokens"].sum()),
+            "quarantined": quarantined.height,
         },
         check_results=[
             _schema_check(
@@ -165,15 +191,7 @@ def ingested_envelopes(
     )
     yield dg.MaterializeResult(
         asset_key=c.QUARANTINED_ENVELOPES,
-        metadata={
-            "dagster/partition_row_count": quarantined.height,
-            "dagster/uri": quarantine_uri,
-            "reasons": failures_preview(
-                quarantined.group_by(pl.col("reason").str.extract(r"^([a-z_]+)").alias("code"))
-                .len()
-                .sort("code")
-            ),
-        },
+        metadata={**quarantine_metadata(quarantined, hour), "dagster/uri": quarantine_uri},
         check_results=[
             _schema_check(
                 c.QUARANTINED_ENVELOPES,

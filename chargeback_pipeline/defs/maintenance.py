@@ -36,7 +36,7 @@ def _reconciled_targets(instance: dg.DagsterInstance, run_id: str) -> set[int]:
     records = instance.get_records_for_run(
         run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
     ).records
-    # The check is not partitioned, so its result names the materialisation it judged instead.
+    # Match the materialisation the result judged, not just its hour: a rerun must pass anew.
     evaluations = [record.event_log_entry.asset_check_evaluation for record in records]
     return {
         evaluation.target_materialization_data.storage_id
@@ -169,6 +169,7 @@ def raw_retention() -> None:
 raw_retention_schedule = dg.ScheduleDefinition(
     name=c.RAW_RETENTION_SCHEDULE,
     job=raw_retention,
+    description="Daily at 02:30 UTC: delete raw envelopes past retention that were billed.",
     cron_schedule="30 2 * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
@@ -217,6 +218,7 @@ def lake_maintenance() -> None:
 lake_maintenance_schedule = dg.ScheduleDefinition(
     name=c.LAKE_MAINTENANCE_SCHEDULE,
     job=lake_maintenance,
+    description="Daily at 03:00 UTC: compact and vacuum the lake's Delta tables.",
     cron_schedule="0 3 * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,

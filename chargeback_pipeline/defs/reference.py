@@ -3,6 +3,7 @@
 import dagster as dg
 
 from chargeback_pipeline.constants import OWNERS, REFERENCE_GROUP
+from chargeback_pipeline.lib.marts import BUDGETS
 from chargeback_pipeline.lib.reference import (
     COST_CENTERS,
     DEPLOYMENTS,
@@ -11,10 +12,14 @@ from chargeback_pipeline.lib.reference import (
 )
 from chargeback_pipeline.resources import ChargebackSettings
 
+MISSING_VERSION = "missing"
+"""The data version of an optional seed that is absent (budgets.csv): marts read it as empty."""
+
 _DESCRIPTIONS = {
     PRICE_BOOK: "Effective-dated list prices per model and deployment type (USD per 1M tokens).",
     DEPLOYMENTS: "Azure OpenAI deployments: model, deployment type, region, billing per backend.",
     COST_CENTERS: "Effective-dated mapping of APIM subscriptions to cost centers and owners.",
+    BUDGETS: "Monthly budget per cost center and currency (optional), read by budget_status.",
 }
 
 
@@ -29,7 +34,11 @@ def reference_asset(file_name: str) -> dg.SourceAsset:
         tags={"dagster/kind/csv": ""},
     )
     def _observe(chargeback: ChargebackSettings) -> dg.DataVersion:
-        return dg.DataVersion(content_version(chargeback.resolve().reference_dir / file_name))
+        path = chargeback.resolve().reference_dir / file_name
+        # Only budgets may be absent; a missing required seed fails its observation.
+        if file_name == BUDGETS and not path.is_file():
+            return dg.DataVersion(MISSING_VERSION)
+        return dg.DataVersion(content_version(path))
 
     return _observe
 
@@ -37,3 +46,4 @@ def reference_asset(file_name: str) -> dg.SourceAsset:
 price_book = reference_asset(PRICE_BOOK)
 deployments = reference_asset(DEPLOYMENTS)
 cost_centers = reference_asset(COST_CENTERS)
+budgets = reference_asset(BUDGETS)
