@@ -104,6 +104,13 @@ def cmd_serve_forwarder(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve_api(args: argparse.Namespace) -> int:
+    from chargeback_pipeline.api import serve
+
+    serve(args.host, args.port, insecure_no_auth=args.insecure_no_auth)
+    return 0
+
+
 def cmd_gateway(args: argparse.Namespace) -> int:
     from chargeback_pipeline.gateway import run_gateway
 
@@ -240,12 +247,26 @@ def cmd_report(args: argparse.Namespace) -> int:
         from chargeback_pipeline.report import export_focus
 
         try:
-            paths = export_focus(settings.duckdb_path, args.month, args.out)
+            paths = export_focus(settings.duckdb_path, args.month, args.out or Path("."))
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
         for path in paths:
             print(path)
+        return 0
+    if args.format == "html":
+        from chargeback_pipeline.report import default_reports_dir, write_html_report
+
+        try:
+            path = write_html_report(
+                settings.duckdb_path,
+                args.month,
+                args.out or default_reports_dir(settings.duckdb_path),
+            )
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(path)
         return 0
     month, frame = monthly_chargeback(settings.duckdb_path, args.month)
     print(render(frame, args.format, f"Chargeback {month}"))
@@ -381,6 +402,28 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=7071)
     serve.set_defaults(handler=cmd_serve_forwarder)
 
+    api = commands.add_parser(
+        "serve-api",
+        help="read-only HTTP API over the marts and the lake (JSON, Prometheus metrics)",
+        description="GET /api/v1/usage/summary, /api/v1/chargeback/report, /api/v1/health and\n"
+        "/api/v1/metrics (Prometheus); the spec is docs/openapi.yaml. Every route but health\n"
+        "(open, for probes) needs a key of CHARGEBACK_API_KEY (comma-separated while rotating)\n"
+        "in an x-api-key header or as Authorization: Bearer.",
+        epilog="example:\n"
+        "  CHARGEBACK_API_KEY=$(openssl rand -hex 32) chargeback serve-api --port 8080\n"
+        '  curl -H "x-api-key: $CHARGEBACK_API_KEY" '
+        "'http://127.0.0.1:8080/api/v1/chargeback/report?month=2026-11'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    api.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
+    api.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    api.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="no API key (local demo only: refused off loopback and in production)",
+    )
+    api.set_defaults(handler=cmd_serve_api)
+
     from chargeback_pipeline.gateway import add_gateway_arguments, add_simulator_arguments
 
     gateway = commands.add_parser(
@@ -403,12 +446,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="the monthly chargeback per cost center")
     report.add_argument("--month", help="YYYY-MM (default: the latest month in the marts)")
-    report.add_argument("--format", choices=("table", "csv", "json", "focus"), default="table")
+    report.add_argument(
+        "--format", choices=("table", "csv", "json", "focus", "html"), default="table"
+    )
     report.add_argument(
         "--out",
         type=Path,
-        default=Path("."),
-        help="folder for --format focus (the month's FOCUS 1.2 CSV and Parquet)",
+        help="folder for --format focus (FOCUS 1.2 CSV and Parquet; default: .) or --format html "
+        "(chargeback-YYYY-MM.html; default: reports/ beside the marts file)",
     )
     report.set_defaults(handler=cmd_report)
 

@@ -1,9 +1,11 @@
-"""The monthly chargeback read from the marts file, rendered as a table, CSV or JSON; the
-month's FOCUS dataset exported as CSV and Parquet."""
+"""The monthly chargeback read from the marts file, rendered as a table, CSV, JSON or a
+self-contained HTML page with charts; the month's FOCUS dataset exported as CSV and Parquet."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -26,6 +28,92 @@ def monthly_chargeback(duckdb_path: Path, month: str | None) -> tuple[str, pl.Da
             [month],
         ).pl()
     return month, frame
+
+
+@dataclass(frozen=True)
+class MonthFrames:
+    """One month of the marts: `chargeback_monthly`, `model_mix` and `chargeback_daily` rows."""
+
+    month: str
+    monthly: pl.DataFrame
+    mix: pl.DataFrame
+    daily: pl.DataFrame
+
+
+def month_frames(duckdb_path: Path, month: str | None) -> MonthFrames:
+    """The month's rows of the three marts the HTML report and the charts are drawn from."""
+    month, monthly = monthly_chargeback(duckdb_path, month)
+    with duckdb.connect(str(duckdb_path), read_only=True) as con:
+        mix = con.execute("select * from model_mix where month = ?", [month]).pl()
+        daily = con.execute(
+            "select day, cost_center, model, requests, total_tokens, total_cost, currency"
+            " from chargeback_daily where strftime(day, '%Y-%m') = ? order by day, cost_center",
+            [month],
+        ).pl()
+    return MonthFrames(month, monthly, mix, daily)
+
+
+def html_report(frames: MonthFrames, generated_at: datetime | None = None) -> str:
+    """The month as one self-contained HTML page (tables, charts, unallocated and unpriced)."""
+    from chargeback_pipeline.lib.charts import daily_cost_chart, model_mix_chart
+    from chargeback_pipeline.lib.report_html import ReportInputs, build_report_html
+
+    return build_report_html(
+        ReportInputs(
+            month=frames.month,
+            monthly=frames.monthly,
+            mix=frames.mix,
+            daily_chart=daily_cost_chart(frames.daily),
+            mix_chart=model_mix_chart(frames.mix),
+            generated_at=generated_at or datetime.now(UTC),
+        )
+    )
+
+
+CHART_MARTS = ("chargeback_daily", "model_mix")
+
+
+def mart_charts(duckdb_path: Path, marts: set[str]) -> dict[str, bytes]:
+    """PNG charts of the latest month for the chart marts among `marts` (built in this file)."""
+    from chargeback_pipeline.lib.charts import daily_cost_chart, model_mix_chart
+
+    queries = {
+        "chargeback_daily": (
+            "select day, cost_center, total_cost, currency from chargeback_daily"
+            " where strftime(day, '%Y-%m') = ?",
+            daily_cost_chart,
+        ),
+        "model_mix": (
+            "select model, total_cost, currency from model_mix where month = ?",
+            model_mix_chart,
+        ),
+    }
+    wanted = {name: queries[name] for name in CHART_MARTS if name in marts}
+    if not wanted:
+        return {}
+    with duckdb.connect(str(duckdb_path), read_only=True) as con:
+        # model_mix is built from chargeback_daily, so the daily mart is there whenever either is
+        found = con.execute("select max(strftime(day, '%Y-%m')) from chargeback_daily").fetchone()
+        month = str(found[0]) if found and found[0] else ""
+        return {
+            name: chart(con.execute(sql, [month]).pl()) for name, (sql, chart) in wanted.items()
+        }
+
+
+def default_reports_dir(duckdb_path: Path) -> Path:
+    """`reports/` beside the marts file (`.chargeback/reports` by default): always local."""
+    return duckdb_path.parent / "reports"
+
+
+def write_html_report(duckdb_path: Path, month: str | None, out_dir: Path) -> Path:
+    """Write `chargeback-YYYY-MM.html` for a month (default: the latest) into out_dir."""
+    if month is not None and not _MONTH.match(month):
+        raise ValueError(f"month must be YYYY-MM, got {month!r}")
+    frames = month_frames(duckdb_path, month)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"chargeback-{frames.month or 'empty'}.html"
+    path.write_text(html_report(frames), encoding="utf-8")
+    return path
 
 
 def _money(value: object) -> str:

@@ -1,10 +1,13 @@
-"""DuckDB marts: one asset per SQL file in dbt_like_sql/, one asset check per models.yml test."""
+"""DuckDB marts: one asset per SQL file in dbt_like_sql/, one asset check per models.yml test;
+charts on the marts' materialisations and the monthly HTML report built from them."""
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
 
 from chargeback_pipeline import constants as c
+from chargeback_pipeline.lib.charts import markdown_image
 from chargeback_pipeline.lib.marts import build_marts
 from chargeback_pipeline.lib.sql_models import (
     ModelDoc,
@@ -12,6 +15,12 @@ from chargeback_pipeline.lib.sql_models import (
     load_model_docs,
     load_models,
     order_models,
+)
+from chargeback_pipeline.report import (
+    CHART_MARTS,
+    default_reports_dir,
+    mart_charts,
+    write_html_report,
 )
 from chargeback_pipeline.resources import ChargebackSettings
 from chargeback_pipeline.settings import load_settings
@@ -64,12 +73,19 @@ def marts_asset() -> dg.AssetsDefinition:
             chargeback.lake_options(),
             reference_dir=settings.reference_dir,
         )
+        charts = mart_charts(settings.duckdb_path, {run.name for run in built.runs})
         for run in built.runs:
+            chart = (
+                {"chart": dg.MetadataValue.md(markdown_image(charts[run.name], run.name))}
+                if run.name in charts
+                else {}
+            )
             yield dg.MaterializeResult(
                 asset_key=run.name,
                 metadata={
                     "dagster/row_count": run.rows,
                     "dagster/uri": f"{settings.duckdb_path}::{run.name}",
+                    **chart,
                 },
             )
         for test in built.tests:
@@ -85,3 +101,39 @@ def marts_asset() -> dg.AssetsDefinition:
 
 
 dbt_like_marts = marts_asset()
+
+
+class ReportConfig(dg.Config):
+    """Which month to report and where to write it."""
+
+    month: str | None = None
+    """YYYY-MM; default: the latest month in the marts."""
+    reports_dir: str | None = None
+    """Folder for chargeback-YYYY-MM.html; default: reports/ beside the marts file."""
+
+
+@dg.asset(
+    group_name=c.MARTS_GROUP,
+    deps=["chargeback_monthly", *CHART_MARTS],
+    owners=c.OWNERS,
+    kinds={"html"},
+    description=(
+        "The monthly chargeback as one self-contained HTML page: a table per cost center with "
+        "its TOTAL, the daily cost and model-mix charts, unallocated and unpriced figures."
+    ),
+    automation_condition=dg.AutomationCondition.eager(),
+)
+def monthly_chargeback_report(
+    config: ReportConfig, chargeback: ChargebackSettings
+) -> dg.MaterializeResult:
+    duckdb_path = chargeback.resolve().duckdb_path
+    folder = Path(config.reports_dir) if config.reports_dir else default_reports_dir(duckdb_path)
+    path = write_html_report(duckdb_path, config.month, folder)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/uri": str(path),
+            "path": dg.MetadataValue.path(str(path)),
+            "month": path.stem.removeprefix("chargeback-"),
+            "size_bytes": path.stat().st_size,
+        }
+    )
