@@ -1,8 +1,10 @@
 """An OpenAI-compatible endpoint doing what the APIM policies do, so real clients run locally.
 
 Per call: require a subscription key, capture `x-chargeback-*` tags and the caller, inject
-`stream_options.include_usage` (buffered mode), forward to the upstream, relay SSE chunk by chunk,
-then build the envelope (CONTRACT §1) and hand it to the forwarder. Built on the stdlib
+`stream_options.include_usage` (buffered mode), forward to the backend pool (priority, weight,
+circuit breakers; a 429 or 5xx moves the call to the next backend before the client sees anything),
+relay SSE chunk by chunk, then build the envelope (CONTRACT §1) naming the backend that served the
+call and hand it to the forwarder. Built on the stdlib
 `ThreadingHTTPServer` like the local forwarder: a thread per connection relaying unbuffered socket
 writes is all a one-machine gateway needs, and it adds no web framework to the package.
 """
@@ -16,8 +18,9 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -36,6 +39,13 @@ from chargeback_pipeline.gateway.policy import (
     gateway_tokens,
     load_subscriptions,
     with_usage_requested,
+)
+from chargeback_pipeline.gateway.pool import (
+    Backend,
+    BackendPool,
+    CircuitBreaker,
+    is_retryable,
+    retry_after_seconds,
 )
 from chargeback_pipeline.gateway.routes import (
     Route,
@@ -97,9 +107,10 @@ class Upstream:
 
 @dataclass(frozen=True)
 class GatewayConfig:
-    """How the gateway behaves: upstream, streaming mode, known keys, where envelopes go."""
+    """How the gateway behaves: upstream or backend pool, streaming mode, known keys, where
+    envelopes go. A single `Upstream` is a pool of one."""
 
-    upstream: Upstream
+    upstream: Upstream | BackendPool
     mode: str
     subscriptions: Mapping[str, Subscription]
     deliver: Deliver
@@ -107,10 +118,15 @@ class GatewayConfig:
     region: str = "local"
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     """Stamps each call's start; tests pin it to a finished hour, the only kind Dagster bills."""
+    pool: BackendPool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        pool = self.upstream
+        if not isinstance(pool, BackendPool):
+            pool = BackendPool([Backend(pool)])
+        object.__setattr__(self, "pool", pool)
 
 
 class Relayed(NamedTuple):
@@ -179,12 +195,13 @@ class GatewayHandler(Handler):
         subscription = find_subscription(self._presented_key(), config.subscriptions)
         api_version = api_version_of(self.path, route)
         sent = raw
+        backend_id = None
         if subscription is None:
             relayed = self._refuse_key(request_id)
         else:
             if config.mode == "buffered":
                 sent = with_usage_requested(route.operation, raw, document, api_version) or raw
-            relayed = self._relay(sent, request_id)
+            relayed, backend_id = self._relay(sent, request_id)
         call = Call(
             request_id=request_id,
             started=started,
@@ -193,7 +210,7 @@ class GatewayHandler(Handler):
             subscription=subscription,
             caller=caller_of(self.headers, self.client_address[0]),
             tags=chargeback_tags(self.headers),
-            backend_id=config.upstream.backend_id if subscription else None,
+            backend_id=backend_id,
             deployment=route.deployment or _model_of(document),
             api_version=api_version,
             method="POST",
@@ -238,9 +255,37 @@ class GatewayHandler(Handler):
         self._send_safely(401, JSON, body, [(REQUEST_ID_HEADER, request_id)])
         return Relayed(401, JSON, body, False)
 
-    def _relay(self, sent: bytes, request_id: str) -> Relayed:
-        """Forward the call upstream and relay the answer; SSE goes on chunk by chunk."""
-        upstream = self.server.config.upstream
+    def _relay(self, sent: bytes, request_id: str) -> tuple[Relayed, str | None]:
+        """Forward through the pool; the answer relayed and the id of the backend that gave it.
+
+        Like the API policy's `retry` around `forward-request`: a 429 or 5xx (or no answer) goes
+        to the next available backend at once, each backend at most once per call; the last
+        backend's answer is relayed whatever it is."""
+        pool = self.server.config.pool
+        tried: list[str] = []
+        backend = pool.next_backend()
+        if backend is None:
+            # APIM answers 503 itself when every backend of the pool has its breaker open.
+            body = _apim_error(503, "No backend is available.")
+            self._send_safely(503, JSON, body, [(REQUEST_ID_HEADER, request_id)])
+            return Relayed(503, JSON, body, False), None
+        while True:
+            tried.append(backend.id)
+            following = pool.next_backend(tried)
+            relayed = self._attempt(backend, sent, request_id, last=following is None)
+            if relayed is not None:
+                return relayed, backend.id
+            assert following is not None  # only a try with a backend left after it gives up
+            LOG.info(
+                "call %s: backend %s failed, retrying on %s", request_id, backend.id, following.id
+            )
+            backend = following
+
+    def _attempt(
+        self, backend: Backend, sent: bytes, request_id: str, *, last: bool
+    ) -> Relayed | None:
+        """One try on one backend; None when it failed and another backend should be tried."""
+        upstream = backend.upstream
         connection = upstream.connection()
         try:
             try:
@@ -253,9 +298,17 @@ class GatewayHandler(Handler):
                 response = connection.getresponse()
             except (OSError, http.client.HTTPException) as error:
                 LOG.warning("call %s: upstream unreachable (%s)", request_id, type(error).__name__)
+                backend.record_failure()
+                if not last:
+                    return None
                 body = _apim_error(502, "The backend did not answer.")
                 self._send_safely(502, JSON, body, [(REQUEST_ID_HEADER, request_id)])
                 return Relayed(502, JSON, body, False)
+            if is_retryable(response.status):
+                backend.record_failure(retry_after_seconds(response.getheader("Retry-After")))
+                if not last:
+                    response.read()  # drained: nothing of a failed try reaches the client
+                    return None
             content_type = response.getheader("Content-Type")
             headers = [
                 (name, value)
@@ -350,6 +403,68 @@ def build_gateway(host: str, port: int, config: GatewayConfig) -> GatewayServer:
     return GatewayServer((host, port), config)
 
 
+@dataclass(frozen=True)
+class BackendSpec:
+    """One `--backend` option: `ID=URL[,priority=N][,weight=N][,fail-rate=R][,fail-status=S]`;
+    URL `simulator` starts a simulator for it in this process (the fail-* keys are its plan)."""
+
+    id: str
+    url: str
+    priority: int = 1
+    weight: int = 1
+    fail_rate: float = 0.0
+    fail_status: int = 429
+
+    @classmethod
+    def parse(cls, text: str) -> BackendSpec:
+        head, *options = [part.strip() for part in text.split(",")]
+        backend_id, _, url = head.partition("=")
+        if not backend_id or not url:
+            raise ValueError(f"--backend {text!r}: expected ID=URL[,priority=N][,weight=N]")
+        keys = {"priority": int, "weight": int, "fail-rate": float, "fail-status": int}
+        values: dict[str, Any] = {}
+        for option in options:
+            key, _, value = option.partition("=")
+            if key not in keys or not value:
+                raise ValueError(f"--backend {text!r}: unknown option {option!r}")
+            values[key.replace("-", "_")] = keys[key](value)
+        return cls(backend_id, url, **values)
+
+
+@dataclass(frozen=True)
+class BreakerSettings:
+    """The circuit breaker rule every pool member gets (the Bicep/Terraform parameters)."""
+
+    failures: int = 1
+    interval: float = 10.0
+    trip: float = 10.0
+
+
+def build_pool(
+    specs: list[BackendSpec],
+    host: str,
+    upstream_key: str | None,
+    breaker: BreakerSettings,
+) -> tuple[BackendPool, list[ThreadingHTTPServer]]:
+    """The pool of `--backend` options and the simulators started for `simulator` members."""
+    from chargeback_pipeline.gateway.simulator import Failures, build_simulator
+
+    backends: list[Backend] = []
+    simulators: list[ThreadingHTTPServer] = []
+    for spec in specs:
+        if spec.url == SIMULATOR:
+            failures = Failures(spec.fail_status, rate=spec.fail_rate)
+            simulator = build_simulator(host, 0, failures=failures)
+            start_in_thread(simulator, f"simulator-{spec.id}")
+            simulators.append(simulator)
+            upstream = Upstream(f"http://{host}:{simulator.server_port}", None, spec.id)
+        else:
+            upstream = Upstream(spec.url, upstream_key, spec.id)
+        rule = CircuitBreaker(breaker.failures, breaker.interval, breaker.trip)
+        backends.append(Backend(upstream, spec.priority, spec.weight, rule))
+    return BackendPool(backends), simulators
+
+
 def serve_gateway(
     host: str = "127.0.0.1",
     port: int = 8080,
@@ -361,32 +476,42 @@ def serve_gateway(
     forwarder_url: str | None = None,
     backend_id: str | None = None,
     simulator_port: int = 0,
+    backends: list[BackendSpec] | None = None,
+    breaker: BreakerSettings | None = None,
 ) -> None:
-    """Serve until interrupted. `upstream` is a base URL (default AZURE_OPENAI_ENDPOINT) or
-    `simulator` (the default without one), which then runs in this process."""
+    """Serve until interrupted. With `backends`, a pool of them; else one `upstream`: a base URL
+    (default AZURE_OPENAI_ENDPOINT) or `simulator` (the default), which then runs in-process."""
     upstream = upstream or os.environ.get("AZURE_OPENAI_ENDPOINT") or SIMULATOR
-    simulator = None
-    if upstream == SIMULATOR:
+    upstream_key = upstream_key or os.environ.get("AZURE_OPENAI_API_KEY")
+    simulators: list[ThreadingHTTPServer] = []
+    target: Upstream | BackendPool
+    if backends:
+        target, simulators = build_pool(backends, host, upstream_key, breaker or BreakerSettings())
+        routed = ", ".join(f"{b.id} (priority {b.priority}, weight {b.weight})" for b in backends)
+    elif upstream == SIMULATOR:
         from chargeback_pipeline.gateway.simulator import build_simulator
 
-        simulator = build_simulator(host, simulator_port)
-        start_in_thread(simulator, "simulator")
-        base_url, backend = f"http://{host}:{simulator.server_port}", backend_id or SIMULATOR_ID
+        single = build_simulator(host, simulator_port)
+        start_in_thread(single, "simulator")
+        simulators.append(single)
+        base_url = f"http://{host}:{single.server_port}"
+        target = Upstream(base_url, None, backend_id or SIMULATOR_ID)
+        routed = f"{base_url} (simulator)"
     else:
-        base_url, backend = upstream, backend_id or default_backend_id(upstream)
-        upstream_key = upstream_key or os.environ.get("AZURE_OPENAI_API_KEY")
+        target = Upstream(upstream, upstream_key, backend_id or default_backend_id(upstream))
+        routed = upstream
     config = GatewayConfig(
-        upstream=Upstream(base_url, upstream_key, backend),
+        upstream=target,
         mode=mode,
         subscriptions=load_subscriptions(subscriptions),
         deliver=configured_delivery(forwarder_url),
     )
     server = build_gateway(host, port, config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    target = forwarder_url or load_settings().store
+    store = forwarder_url or load_settings().store
     print(
-        f"gateway ({mode}) on http://{host}:{server.server_port} -> {base_url}"
-        f"{' (simulator)' if simulator else ''}; envelopes to {target}\n"
+        f"gateway ({mode}) on http://{host}:{server.server_port} -> {routed}; "
+        f"envelopes to {store}\n"
         f"  AzureOpenAI(azure_endpoint='http://{host}:{server.server_port}', "
         f"api_key='<subscription key>', api_version='2024-10-21')",
         flush=True,
@@ -397,6 +522,6 @@ def serve_gateway(
         pass
     finally:
         server.server_close()
-        if simulator is not None:
+        for simulator in simulators:
             simulator.shutdown()
             simulator.server_close()

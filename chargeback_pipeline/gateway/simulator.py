@@ -4,7 +4,8 @@ Usage follows `gateway.tokens` (words); the payload shapes are `lib.demo_traffic
 `prompt_filter_results` first frame, a final usage chunk only with `stream_options.include_usage`,
 Responses API events ending in `response.completed`. Header `x-simulate-status: 429` or a
 deployment named `fail-429` forces an Azure-shaped error; `x-simulate-completion-tokens: N` sets
-the answer length.
+the answer length. A `Failures` plan makes the whole upstream fail (the next N calls, or a share
+of them), which is how a throttled PTU backend or a regional outage is staged for the pool.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import base64
 import hashlib
 import re
 import struct
+import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -316,15 +318,55 @@ _BUILDERS = {
 }
 
 
+class Failures:
+    """Which calls the whole upstream fails, whatever they ask: the next `count`, then a `rate`
+    share of the rest (seeded), each answered with `status` in Azure's shape."""
+
+    def __init__(self, status: int = 429, count: int = 0, rate: float = 0.0, seed: int = 0) -> None:
+        if not 400 <= status <= 599 or count < 0 or not 0.0 <= rate <= 1.0:
+            raise ValueError("status must be 4xx/5xx, count >= 0 and rate within [0, 1]")
+        self.status, self.remaining, self.rate = status, count, rate
+        self.failed = 0
+        self._rng = Random(seed)
+        self._lock = threading.Lock()
+
+    def fail_next(self, count: int, status: int | None = None) -> None:
+        """Fail the next `count` calls (with `status`, default the plan's)."""
+        with self._lock:
+            self.remaining, self.status = count, status or self.status
+
+    def draw(self) -> int | None:
+        """The status to force on this call, or None to answer normally."""
+        with self._lock:
+            if self.remaining > 0:
+                self.remaining -= 1
+            elif not (self.rate and self._rng.random() < self.rate):
+                return None
+            self.failed += 1
+            return self.status
+
+
 class SimulatorServer(Server):
-    """The simulator on one address, with its optional key and the pause between SSE frames."""
+    """The simulator on one address, with its optional key, the pause between SSE frames and the
+    plan of calls it fails."""
 
     def __init__(
-        self, address: tuple[str, int], api_key: str | None = None, frame_delay: float = 0.02
+        self,
+        address: tuple[str, int],
+        api_key: str | None = None,
+        frame_delay: float = 0.02,
+        failures: Failures | None = None,
     ) -> None:
         super().__init__(address, SimulatorHandler)
         self.api_key = api_key
         self.frame_delay = frame_delay
+        self.failures = failures or Failures()
+        self.calls = 0
+        self._calls_lock = threading.Lock()
+
+    def count_call(self) -> None:
+        with self._calls_lock:
+            self.calls += 1
 
 
 class SimulatorHandler(Handler):
@@ -337,6 +379,10 @@ class SimulatorHandler(Handler):
             self.send_bytes(411, JSON, b'{"error": {"code": "411", "message": "Length Required"}}')
             return
         received = {name.lower(): value for name, value in self.headers.items()}
+        self.server.count_call()
+        forced = self.server.failures.draw()
+        if forced is not None and SIMULATE_STATUS_HEADER not in received:
+            received[SIMULATE_STATUS_HEADER] = str(forced)
         reply = simulate(self.path, received, raw, self.server.api_key)
         extra = (("apim-request-id", str(uuid.uuid4())), ("x-ms-region", "Local"))
         headers = (*reply.headers, *extra)
@@ -355,17 +401,25 @@ class SimulatorHandler(Handler):
 
 
 def build_simulator(
-    host: str = "127.0.0.1", port: int = 0, api_key: str | None = None, frame_delay: float = 0.02
+    host: str = "127.0.0.1",
+    port: int = 0,
+    api_key: str | None = None,
+    frame_delay: float = 0.02,
+    failures: Failures | None = None,
 ) -> SimulatorServer:
     """A simulator bound to host:port (0 = any free port); serve it with `serve_forever`."""
-    return SimulatorServer((host, port), api_key, frame_delay)
+    return SimulatorServer((host, port), api_key, frame_delay, failures)
 
 
 def serve_simulator(
-    host: str = "127.0.0.1", port: int = 8081, api_key: str | None = None, frame_delay: float = 0.02
+    host: str = "127.0.0.1",
+    port: int = 8081,
+    api_key: str | None = None,
+    frame_delay: float = 0.02,
+    failures: Failures | None = None,
 ) -> None:
     """Serve the simulator until interrupted."""
-    server = build_simulator(host, port, api_key, frame_delay)
+    server = build_simulator(host, port, api_key, frame_delay, failures)
     print(f"Azure OpenAI simulator on http://{host}:{server.server_port}", flush=True)
     try:
         server.serve_forever()
