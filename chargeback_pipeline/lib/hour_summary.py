@@ -55,7 +55,10 @@ def top_by_cost(costs: pl.DataFrame, key: str, limit: int = PREVIEW_ROWS) -> pl.
         .agg(
             pl.len().alias("requests"),
             pl.col("total_tokens").sum().alias("tokens"),
-            pl.col("total_cost").sum().alias("cost"),
+            # Unpriced rows group under no currency: their cost is unknown, not zero.
+            pl.when(pl.col("total_cost").count() > 0)
+            .then(pl.col("total_cost").sum())
+            .alias("cost"),
         )
         .sort(["cost", "tokens", key], descending=[True, True, False], nulls_last=True)
         .head(limit)

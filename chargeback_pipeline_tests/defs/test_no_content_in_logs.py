@@ -52,6 +52,15 @@ def test_run_events_and_metadata_hold_no_content_or_secrets(chargeback_env, capf
         records = [
             entry for run_id in (hourly.run_id, marts.run_id) for entry in instance.all_logs(run_id)
         ]
+    previews = [
+        str(event.materialization.metadata["preview"].value)
+        for event in hourly.get_asset_materialization_events()
+    ]
+    assert len(previews) == 3  # usage_events, quarantined_envelopes, usage_costs
+    assert all("2026-11-27-13:00" in preview for preview in previews)
+    shown = "\n".join(previews)
+    for fragment in [*SECRETS_AND_CONTENT, "bad-one", "0b7e5c1e-", "sub-support-bot"]:
+        assert fragment not in shown, fragment  # no request, subscription or user ids either
     recorded = "\n".join(dg.serialize_value(entry) for entry in records)
     printed = capfd.readouterr()
     for fragment in SECRETS_AND_CONTENT:
