@@ -80,6 +80,7 @@ namespace ApimStub
 
     public interface IUrl
     {
+        string Host { get; }
         string Path { get; }
         IReadOnlyDictionary<string, string[]> Query { get; }
     }

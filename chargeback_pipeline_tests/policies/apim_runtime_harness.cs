@@ -1,7 +1,9 @@
 // Runs the compiled policy expressions of apim_policies/ against a fake APIM context.
 //
 // The Python tests turn a policy document (fragments included) into a tree of steps: set-variable,
-// choose/when, set-body, return-response, send-one-way-request, the token limit and forward-request.
+// choose/when, set-body, return-response, send-one-way-request, the token limit, retry and
+// forward-request. Each forward-request takes the next of the scenario's backend attempts: the
+// URL of the pool member it reached (context.Request.Url from then on) and, optionally, its answer.
 // This program walks that tree like the gateway would, evaluating each expression through the
 // generated PolicyExpressions class, and prints what happened as JSON: the variables, the request
 // body sent to the backend, the response returned by return-response, and the one-way requests.
@@ -53,6 +55,7 @@ namespace ApimHarness
         public Url(string url)
         {
             var uri = new Uri(url);
+            Host = uri.Host;
             Path = uri.AbsolutePath;
             var query = new Dictionary<string, string[]>(StringComparer.OrdinalIgnoreCase);
             foreach (var pair in uri.Query.TrimStart('?').Split(new[] { '&' }, StringSplitOptions.RemoveEmptyEntries))
@@ -64,6 +67,7 @@ namespace ApimHarness
             Query = query;
         }
 
+        public string Host { get; private set; }
         public string Path { get; private set; }
         public IReadOnlyDictionary<string, string[]> Query { get; private set; }
     }
@@ -108,6 +112,7 @@ namespace ApimHarness
     internal sealed class Context : IProxyRequestContext
     {
         public readonly Dictionary<string, object> Vars = new Dictionary<string, object>();
+        public readonly List<JObject> Attempts = new List<JObject>();
         public Request Req;
         public Response Resp;
 
@@ -131,6 +136,7 @@ namespace ApimHarness
         private readonly JObject tokens;
         private readonly JArray sent = new JArray();
         private readonly JArray trace = new JArray();
+        private readonly JArray forwarded = new JArray();
         private JObject returned;
         private string tokenVariable;
 
@@ -189,8 +195,25 @@ namespace ApimHarness
                     tokenVariable = (string)step["name"];
                     if (tokens != null) context.Vars[tokenVariable] = (int)tokens["estimate"];
                     break;
+                case "retry":
+                    // Once, then again while the condition holds, at most `count` more times.
+                    int count = Convert.ToInt32(Value(step["count"]), CultureInfo.InvariantCulture);
+                    Steps(step["steps"]);
+                    for (int again = 0; again < count && returned == null && (bool)Value(step["condition"]); again++)
+                    {
+                        Steps(step["steps"]);
+                    }
+                    break;
                 case "forward-request":
                     if (tokens != null && tokenVariable != null) context.Vars[tokenVariable] = (int)tokens["total"];
+                    if (context.Attempts.Count > 0)
+                    {
+                        var attempt = context.Attempts[0];
+                        context.Attempts.RemoveAt(0);
+                        context.Req.Url = new Url((string)attempt["url"]);
+                        if (attempt["response"] is JObject answer) context.Resp = Program.BuildResponse(answer);
+                    }
+                    forwarded.Add(context.Req.Url.Host);
                     break;
                 case "noop":
                     break;
@@ -242,6 +265,7 @@ namespace ApimHarness
                 ["variables"] = variables,
                 ["request_body"] = body,
                 ["returned"] = returned,
+                ["forwarded"] = forwarded,
                 ["sent"] = sent,
                 ["trace"] = trace,
             };
@@ -307,14 +331,24 @@ namespace ApimHarness
             };
             if (response != null)
             {
-                context.Resp = new Response
-                {
-                    StatusCode = (int)response["status"],
-                    Headers = Headers(response["headers"]),
-                    Content = response["body"].Type == JTokenType.Null ? null : new Body((string)response["body"]),
-                };
+                context.Resp = BuildResponse(response);
+            }
+            if (spec["backend_attempts"] is JArray attempts)
+            {
+                foreach (JObject attempt in attempts) context.Attempts.Add(attempt);
             }
             return context;
+        }
+
+        internal static Response BuildResponse(JObject response)
+        {
+            var body = response["body"];
+            return new Response
+            {
+                StatusCode = (int)response["status"],
+                Headers = Headers(response["headers"]),
+                Content = body == null || body.Type == JTokenType.Null ? null : new Body((string)body),
+            };
         }
 
         private static int Main(string[] args)

@@ -29,6 +29,17 @@ from chargeback_pipeline_tests.policies.policy_tools import (
 
 API_POLICY = POLICIES / "azure-openai-api.xml"
 GATEWAY_HOST = "https://apim-contoso-prod.azure-api.net"
+BACKEND_URLS = {
+    "aoai-eastus-ptu": "https://oai-ptu.openai.azure.com/openai",
+    "aoai-eastus-1": "https://oai-eastus.openai.azure.com/openai",
+    "aoai-westeurope-1": "https://oai-westeurope.openai.azure.com/openai",
+}
+"""The pool members of NAMED_VALUES["chargeback-backend-hosts"], by backend id."""
+
+
+def backend_url(backend_id: str, gateway_path: str) -> str:
+    """The URL a pool member is called at for a gateway path (APIM drops the API's /openai)."""
+    return BACKEND_URLS[backend_id] + gateway_path.removeprefix("/openai")
 
 
 def require_mono() -> None:
@@ -84,6 +95,8 @@ def context_from_example(example: dict[str, Any]) -> dict[str, Any]:
             "headers": {"Content-Type": response["content_type"]},
             "body": body,
         },
+        # forward-request reaches the member the example names; its answer is `response`.
+        "backend_attempts": [{"url": backend_url(example["backend"]["id"], request["path"])}],
         "last_error": None,
     }
 

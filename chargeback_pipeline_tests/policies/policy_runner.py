@@ -4,8 +4,9 @@
 this module builds the tree from a policy document, fragments included, and reads the outcome.
 Supported: set-variable, choose/when/otherwise, set-body (of the request), return-response,
 send-one-way-request, azure-openai-token-limit (its consumed-tokens variable: the prompt estimate,
-then the total once forward-request returned) and forward-request. Every other policy is recorded
-and skipped (authentication, CORS, limits that did not fire, set-backend-service, headers).
+then the total once forward-request returned), retry (its condition and count) and forward-request
+(which reaches the next of the context's `backend_attempts`). Every other policy is recorded and
+skipped (authentication, CORS, limits that did not fire, set-backend-service, headers).
 """
 
 from __future__ import annotations
@@ -38,7 +39,13 @@ NAMED_VALUES = {
     "chargeback-cost-centers": "CC-4100,CC-4200",
     "chargeback-tokens-per-minute": "100000",
     "chargeback-max-body-chars": "8388608",
-    "chargeback-backend-id": "aoai-eastus-1",
+    "chargeback-backend-pool": "aoai-pool",
+    "chargeback-backend-retries": "2",
+    "chargeback-backend-hosts": (
+        "oai-ptu.openai.azure.com=aoai-eastus-ptu,"
+        "oai-eastus.openai.azure.com=aoai-eastus-1,"
+        "oai-westeurope.openai.azure.com=aoai-westeurope-1"
+    ),
     "chargeback-cors-origin": "https://chat.contoso.example",
     "chargeback-forwarder-url": "https://func-chargeback.azurewebsites.net/api/envelopes",
     "chargeback-forwarder-auth": "function-key",
@@ -126,6 +133,16 @@ class Translator:
             ]
         if tag == "azure-openai-token-limit":
             return [{"action": "token-limit", "name": element.get("tokens-consumed-variable-name")}]
+        if tag == "retry":
+            count = self.value(path, element, "count")
+            return [
+                {
+                    "action": "retry",
+                    "condition": self.value(path, element, "condition"),
+                    "count": int(count) if isinstance(count, str) else count,
+                    "steps": self.steps(path, element),
+                }
+            ]
         if tag == "forward-request":
             return [{"action": "forward-request"}]
         return [{"action": "noop", "name": tag}]

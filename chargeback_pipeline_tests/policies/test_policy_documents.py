@@ -140,15 +140,42 @@ def test_the_token_variables_the_builder_reads_are_the_ones_the_policy_sets() ->
     backend = parse(API_POLICY).find("backend")
     assert backend is not None
     estimate = backend.find("set-variable[@name='chargeback-prompt-estimate']")
-    forward = backend.find("forward-request")
-    assert estimate is not None and forward is not None
+    retry = backend.find("retry")
+    assert estimate is not None and retry is not None
     children = list(backend)
-    assert children.index(estimate) < children.index(forward)
+    assert children.index(estimate) < children.index(retry)
 
 
 def test_backend_does_not_buffer_responses_so_passthrough_streams_flow() -> None:
-    forward = parse(API_POLICY).find("backend/forward-request")
+    forward = parse(API_POLICY).find("backend/retry/forward-request")
     assert forward is not None and forward.get("buffer-response") == "false"
+    # The request body is sent again on a retry, so it must be kept.
+    assert forward.get("buffer-request-body") == "true"
+
+
+def test_the_pool_is_the_backend_and_throttling_or_failures_retry_at_once() -> None:
+    inbound, backend = parse(API_POLICY).find("inbound"), parse(API_POLICY).find("backend")
+    assert inbound is not None and backend is not None
+    [service] = inbound.findall("set-backend-service")
+    assert service.get("backend-id") == "{{chargeback-backend-pool}}"
+    [retry] = backend.findall("retry")
+    assert [child.tag for child in retry if isinstance(child.tag, str)] == ["forward-request"]
+    condition = retry.get("condition", "")
+    assert "StatusCode == 429" in condition and "StatusCode >= 500" in condition
+    assert "context.Response != null" in condition  # no answer at all is on-error's business
+    assert retry.get("count") == "{{chargeback-backend-retries}}"  # bounded by the pool's size
+    assert retry.get("interval") == "0" and retry.get("first-fast-retry") == "true"
+
+
+@pytest.mark.parametrize("section", ["outbound", "on-error"])
+def test_the_serving_backend_is_named_before_the_envelope_is_built(section: str) -> None:
+    element = parse(API_POLICY).find(section)
+    assert element is not None
+    order = [e.get("fragment-id") for e in element if e.tag == "include-fragment"]
+    assert order.index("chargeback-serving-backend") < order.index("chargeback-build-envelope")
+    api = API_POLICY.read_text()
+    # Only the fragment sets the variable the envelope reports as backend.id.
+    assert 'name="chargeback-backend-id"' not in api
 
 
 @pytest.mark.parametrize("product,calls", PRODUCT_LIMITS.items())
@@ -175,6 +202,7 @@ def test_on_error_sends_an_envelope_then_answers_generically() -> None:
     assert order == [
         "base",
         "chargeback-error-status",
+        "chargeback-serving-backend",
         "chargeback-build-envelope",
         "chargeback-send-envelope",
         "chargeback-error-response",

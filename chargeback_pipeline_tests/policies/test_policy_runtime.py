@@ -11,13 +11,20 @@ import copy
 import json
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import pytest
 
 from chargeback_pipeline.lib.envelopes import envelope_row
 from chargeback_pipeline_tests.conftest import EXAMPLES, SHARED
-from chargeback_pipeline_tests.policies.conftest import Gateway, context_from_example, jwt
+from chargeback_pipeline_tests.policies.conftest import (
+    BACKEND_URLS,
+    Gateway,
+    backend_url,
+    context_from_example,
+    jwt,
+)
 from chargeback_pipeline_tests.policies.policy_runner import NAMED_VALUES, Step, Translator
 
 SCHEMA = json.loads((SHARED / "envelope.schema.json").read_text())
@@ -311,6 +318,7 @@ def test_a_throttled_call_sends_an_envelope_and_a_generic_429(
     }
     assert envelope["error"] == error
     assert envelope["gateway_tokens"] is None
+    assert envelope["backend"]["id"] is None  # refused in inbound: no backend was called
     assert envelope["tags"]["cost-center"] == "CC-4100"  # captured before <base />
     row = check_envelope(envelope)
     assert row["status_code"] == 429 and row["token_source"] == "none"
@@ -427,11 +435,108 @@ def test_a_call_that_reached_the_backend_keeps_its_token_counts_on_error(
         {"source": "forward-request", "reason": "Timeout", "section": "backend"}, None
     )
     inbound = translator.section(API_POLICY, "inbound")
-    estimate = [
-        s for s in translator.section(API_POLICY, "backend") if s["action"] != "forward-request"
-    ]
+    estimate = [s for s in translator.section(API_POLICY, "backend") if s["action"] != "retry"]
     report = gateway(
         context, sections=(inbound, estimate, "on-error"), tokens={"estimate": 50, "total": 70}
     )
     tokens = sent_envelope(report)["gateway_tokens"]
     assert tokens == {"prompt": 50, "completion": 0, "total": 50, "estimated": True}
+
+
+# --- the backend pool: retry on 429/5xx, the serving member named in the envelope ---------------
+
+
+def _answer(status: int, example: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A member's answer: the example's response, or an Azure-shaped error."""
+    if example is not None:
+        response = example["response"]
+        return {
+            "status": status,
+            "headers": {"Content-Type": response["content_type"]},
+            "body": response["body"],
+        }
+    error = json.dumps({"error": {"code": str(status), "message": "throttled or failing"}})
+    return {"status": status, "headers": {"Content-Type": "application/json"}, "body": error}
+
+
+def _attempts(example: dict[str, Any], *tries: tuple[str, int]) -> list[dict[str, Any]]:
+    path = example["request"]["path"]
+    return [
+        {
+            "url": backend_url(backend_id, path),
+            "response": _answer(status, example if status == 200 else None),
+        }
+        for backend_id, status in tries
+    ]
+
+
+def _host(backend_id: str) -> str:
+    return urlsplit(BACKEND_URLS[backend_id]).hostname or ""
+
+
+def test_a_throttled_ptu_member_is_retried_on_the_spill_and_the_spill_is_reported(
+    gateway: Gateway,
+) -> None:
+    example = load("chat_completion")
+    context = context_from_example(example)
+    context["response"] = None
+    context["backend_attempts"] = _attempts(
+        example, ("aoai-eastus-ptu", 429), ("aoai-westeurope-1", 200)
+    )
+    report = gateway(context, tokens=tokens_of(example))
+    assert report["forwarded"] == [_host("aoai-eastus-ptu"), _host("aoai-westeurope-1")]
+    envelope = sent_envelope(report)  # exactly one envelope for the call
+    assert envelope["backend"]["id"] == "aoai-westeurope-1"
+    assert envelope["response"]["status"] == 200
+    assert envelope["response"]["body"] == example["response"]["body"]
+    row = check_envelope(envelope)
+    assert row["backend_id"] == "aoai-westeurope-1" and row["total_tokens"] > 0
+
+
+def test_the_retry_is_bounded_and_the_last_member_answers(gateway: Gateway) -> None:
+    example = load("chat_completion")
+    context = context_from_example(example)
+    context["backend_attempts"] = _attempts(
+        example,
+        ("aoai-eastus-ptu", 429),
+        ("aoai-eastus-1", 503),
+        ("aoai-westeurope-1", 500),
+        ("aoai-eastus-1", 200),  # never reached: two retries at most
+    )
+    report = gateway(context, chargeback_backend_retries="2")
+    assert len(report["forwarded"]) == 3
+    envelope = sent_envelope(report)
+    assert envelope["backend"]["id"] == "aoai-westeurope-1"
+    assert envelope["response"]["status"] == 500
+    assert check_envelope(envelope)["token_source"] == "none"
+
+
+@pytest.mark.parametrize("status", [200, 400, 404])
+def test_answers_other_than_429_or_5xx_are_not_retried(gateway: Gateway, status: int) -> None:
+    example = load("chat_completion")
+    context = context_from_example(example)
+    context["backend_attempts"] = _attempts(
+        example, ("aoai-eastus-ptu", status), ("aoai-westeurope-1", 200)
+    )
+    report = gateway(context)
+    assert report["forwarded"] == [_host("aoai-eastus-ptu")]
+    assert sent_envelope(report)["backend"]["id"] == "aoai-eastus-ptu"
+
+
+def test_an_unknown_member_host_is_reported_as_itself(gateway: Gateway) -> None:
+    context = context_from_example(load("chat_completion"))
+    context["backend_attempts"] = [{"url": "https://oai-new.openai.azure.com/openai/x"}]
+    envelope = sent_envelope(gateway(context))
+    assert envelope["backend"]["id"] == "oai-new.openai.azure.com"
+    check_envelope(envelope)
+
+
+def test_a_backend_timeout_reports_the_member_called_last(gateway: Gateway) -> None:
+    example = load("chat_completion")
+    context = _error_context(
+        {"source": "forward-request", "reason": "Timeout", "section": "backend"}, None
+    )
+    context["request"]["url"] = backend_url("aoai-eastus-1", example["request"]["path"])
+    envelope = sent_envelope(gateway(context, sections=("on-error",)))
+    assert envelope["backend"]["id"] == "aoai-eastus-1"
+    assert envelope["response"]["status"] == 504

@@ -69,6 +69,16 @@ resource fragment_chargeback_send_envelope 'Microsoft.ApiManagement/service/poli
   }
 }
 
+resource fragment_chargeback_serving_backend 'Microsoft.ApiManagement/service/policyFragments@2024-05-01' = {
+  parent: apim
+  name: 'chargeback-serving-backend'
+  properties: {
+    format: 'xml'
+    description: 'apim_policies/fragments/chargeback-serving-backend.xml'
+    value: loadTextContent('../../../apim_policies/fragments/chargeback-serving-backend.xml')
+  }
+}
+
 resource fragment_chargeback_stream_options 'Microsoft.ApiManagement/service/policyFragments@2024-05-01' = {
   parent: apim
   name: 'chargeback-stream-options'
@@ -87,5 +97,6 @@ output fragmentIds array = [
   'chargeback-error-response'
   'chargeback-error-status'
   'chargeback-send-envelope'
+  'chargeback-serving-backend'
   'chargeback-stream-options'
 ]
