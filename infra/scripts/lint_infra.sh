@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Static checks of infra/bicep and infra/terraform, offline:
-#   1. checkov (pinned in requirements-checkov.txt, own venv .venv-checkov) over both folders with
-#      --skip-download. It exits 0 on files it cannot parse, so this script reads the JSON report
-#      and fails on any summary.parsing_errors as well as on any failed check. Accepted findings
-#      are suppressed in the IaC itself, next to the resource, with the reason:
-#        Terraform: #checkov:skip=CKV_...: reason      Bicep: // checkov:skip=CKV_...: reason
+# Static checks of infra/bicep, infra/terraform, the Dockerfile and .github/workflows, offline:
+#   1. checkov (pinned in requirements-checkov.txt, own venv .venv-checkov), one run per framework
+#      with --skip-download. It exits 0 on files it cannot parse, so this script reads the JSON
+#      report and fails on any summary.parsing_errors, on any failed check, and on a framework
+#      that scanned nothing. Accepted findings are suppressed in the file itself, next to the
+#      resource, with the reason:
+#        Terraform, Dockerfile, workflows: #checkov:skip=CKV_...: reason
+#        Bicep: // checkov:skip=CKV_...: reason
 #   2. terraform fmt -check -recursive, when a terraform binary is on PATH.
 # Bicep itself cannot be compiled here (no registry ships the CLI); the structural tests in
 # chargeback_pipeline_tests/infra/ parse it with pycep-parser.
@@ -28,24 +30,35 @@ if [[ ! -f "$STAMP" || "$REQ" -nt "$STAMP" ]]; then
     touch "$STAMP"
 fi
 
-echo "lint_infra: checkov $("$VENV/bin/checkov" --version) on infra/bicep and infra/terraform"
+# framework -> what it scans (checkov's --directory or --file argument).
+TARGETS=(
+    "bicep:--directory=infra/bicep"
+    "terraform:--directory=infra/terraform"
+    "dockerfile:--file=Dockerfile"
+    "github_actions:--directory=.github/workflows"
+)
+echo "lint_infra: checkov $("$VENV/bin/checkov" --version) on infra/bicep, infra/terraform," \
+    "Dockerfile and .github/workflows"
 # One run per framework (several --directory in one run print concatenated, duplicated reports).
 # Exit status ignored on purpose: the JSON report is the verdict (parse errors exit 0).
-for framework in bicep terraform; do
-    "$VENV/bin/checkov" --directory "infra/$framework" --framework "$framework" \
+for target in "${TARGETS[@]}"; do
+    framework="${target%%:*}"
+    "$VENV/bin/checkov" "${target#*:}" --framework "$framework" \
         --skip-download --quiet --compact --output json \
         >"$REPORT/$framework.json" 2>"$REPORT/$framework.err" || true
 done
 
 set +e
-"$VENV/bin/python" - "$REPORT" <<'PY'
+"$VENV/bin/python" - "$REPORT" "${TARGETS[@]%%:*}" <<'PY'
 import json
 import sys
 from pathlib import Path
 
+import yaml  # checkov's own dependency, in its venv
+
 folder = Path(sys.argv[1])
 problems = 0
-for framework in ("bicep", "terraform"):
+for framework in sys.argv[2:]:
     raw = (folder / f"{framework}.json").read_text()
     if not raw.strip():
         err = (folder / f"{framework}.err").read_text()[-4000:]
@@ -73,6 +86,17 @@ for framework in ("bicep", "terraform"):
         print(f"    FAILED {check['check_id']} {check['resource']} {check['file_path']}:{lines}")
         print(f"           {check['check_name']}")
     problems += summary["parsing_errors"] + summary["failed"]
+
+# checkov's github_actions runner skips a workflow it cannot read without counting a parsing
+# error, so every workflow is read here too.
+for path in sorted(Path(".github/workflows").glob("*.y*ml")):
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        doc = str(error).splitlines()[0]
+    if not (isinstance(doc, dict) and isinstance(doc.get("jobs"), dict)):
+        print(f"    PARSE ERROR {path}: not a workflow with jobs ({doc!r:.200})")
+        problems += 1
 sys.exit(1 if problems else 0)
 PY
 status=$?
