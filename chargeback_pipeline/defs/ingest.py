@@ -3,6 +3,7 @@
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from functools import partial
 
 import dagster as dg
 import polars as pl
@@ -11,7 +12,7 @@ from chargeback_pipeline import constants as c
 from chargeback_pipeline.lib import tables
 from chargeback_pipeline.lib.checks import estimated_share
 from chargeback_pipeline.lib.delta import keep_first_detection, read_hours, replace_hour
-from chargeback_pipeline.lib.ingest import HourIngest, ingest_hour
+from chargeback_pipeline.lib.ingest import HourIngest, ingest_slices
 from chargeback_pipeline.lib.validation import (
     quarantined_envelopes_schema,
     schema_failures,
@@ -25,7 +26,7 @@ from chargeback_pipeline.metadata import (
 )
 from chargeback_pipeline.partitions import hourly_partitions
 from chargeback_pipeline.resources import ChargebackSettings, fail_fast_on_bad_setup
-from chargeback_pipeline.store import read_hour
+from chargeback_pipeline.store import SLICE_BYTES, hour_slices, read_store_slice
 
 raw_envelopes = dg.AssetSpec(
     c.RAW_ENVELOPES,
@@ -157,8 +158,9 @@ def ingested_envelopes(
         settings = chargeback.resolve()
         pseudonym_key = settings.require_pseudonym_key()
         deployments = chargeback.reference().deployments
-    stored = read_hour(chargeback.envelope_store(), hour)
-    outcome = ingest_hour(stored, hour, deployments, pseudonym_key, settings.parse_workers)
+    slices = hour_slices(chargeback.envelope_store().list_hour(hour), SLICE_BYTES)
+    read = partial(read_store_slice, settings.store, settings.container)
+    outcome = ingest_slices(read, slices, hour, deployments, pseudonym_key, settings.parse_workers)
     options = chargeback.lake_options()
     if outcome.envelopes_read == 0:
         _refuse_to_empty_a_billed_hour(chargeback.table(c.USAGE_EVENTS), hour, options)

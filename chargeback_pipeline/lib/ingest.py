@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import polars as pl
@@ -12,8 +12,12 @@ from chargeback_pipeline.lib.hours import hour_start
 from chargeback_pipeline.lib.parse import (
     PARSED_ENVELOPES,
     QUARANTINE_CANDIDATES,
+    ParsedBatch,
+    S,
     Stored,
+    concat_batches,
     parse_hour,
+    parse_slices,
 )
 from chargeback_pipeline.lib.tables import USAGE_EVENTS, conform
 from chargeback_pipeline.lib.validation import failed_rows, parsed_envelope_schema
@@ -74,15 +78,33 @@ def ingest_hour(
     pseudonym_key: bytes,
     workers: int = 1,
 ) -> HourIngest:
-    """Parse, validate, deduplicate and enrich one hour's envelopes."""
-    parsed, rejected = parse_hour(stored, pseudonym_key, workers)
-    valid, invalid = split_valid(parsed, hour)
+    """Parse, validate, deduplicate and enrich one hour's envelopes held in memory."""
+    return ingest_parsed(parse_hour(stored, pseudonym_key, workers), hour, deployments)
+
+
+def ingest_slices(
+    read: Callable[[S], tuple[Sequence[Stored], int]],
+    slices: Sequence[S],
+    hour: str,
+    deployments: pl.DataFrame,
+    pseudonym_key: bytes,
+    workers: int = 1,
+) -> HourIngest:
+    """Ingest an hour read slice by slice from the store (see `parse_slices`)."""
+    parsed = concat_batches(parse_slices(read, slices, pseudonym_key, workers))
+    return ingest_parsed(parsed, hour, deployments)
+
+
+def ingest_parsed(parsed: ParsedBatch, hour: str, deployments: pl.DataFrame) -> HourIngest:
+    """Validate, deduplicate and enrich an hour's parsed rows (`parse_slices` or `parse_hour`)."""
+    rows, rejected = parsed
+    valid, invalid = split_valid(rows, hour)
     unique, conflicts, duplicates = drop_duplicates(valid)
     events = attach_deployments(unique.lazy().with_columns(pl.lit(hour).alias("hour")), deployments)
     quarantined = pl.concat([rejected, invalid, conflicts]).with_columns(pl.lit(hour).alias("hour"))
     return HourIngest(
         usage_events=conform(events.collect(), USAGE_EVENTS).sort("request_id"),
         quarantined=conform(quarantined, QUARANTINE_CANDIDATES).sort("source", "source_line"),
-        envelopes_read=parsed.height + rejected.height,
+        envelopes_read=rows.height + rejected.height,
         duplicates_dropped=duplicates,
     )

@@ -5,15 +5,16 @@ Kept free of pandera and Dagster so worker processes start quickly.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from multiprocessing import get_context
-from typing import Any, Protocol
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 import polars as pl
 
 from chargeback_pipeline.lib.envelopes import EnvelopeError, decode_envelope, envelope_row
 from chargeback_pipeline.lib.tables import QUARANTINED_ENVELOPES, USAGE_EVENTS
+from chargeback_pipeline.lib.workers import WorkerPool
 
 _DERIVED_LATER = ("hour", "deployment_type", "billing")
 PARSED_ENVELOPES: dict[str, pl.DataType] = {
@@ -23,6 +24,9 @@ PARSED_ENVELOPES: dict[str, pl.DataType] = {
 QUARANTINE_CANDIDATES = {k: v for k, v in QUARANTINED_ENVELOPES.items() if k != "detected_at"}
 REJECTED = {k: v for k, v in QUARANTINE_CANDIDATES.items() if k != "hour"}
 CHUNK_BYTES = 16 * 1024 * 1024
+T = TypeVar("T")
+R = TypeVar("R")
+ParsedBatch = tuple[pl.DataFrame, pl.DataFrame]
 
 
 class Stored(Protocol):
@@ -33,9 +37,17 @@ class Stored(Protocol):
     raw: bytes
 
 
-def parse_envelopes(
-    stored: Iterable[Stored], pseudonym_key: bytes
-) -> tuple[pl.DataFrame, pl.DataFrame]:
+class Slice(Protocol):
+    """A part of one stored object (store.base.HourSlice)."""
+
+    @property
+    def name(self) -> str: ...
+
+
+S = TypeVar("S", bound=Slice)
+
+
+def parse_envelopes(stored: Iterable[Stored], pseudonym_key: bytes) -> ParsedBatch:
     """Parse each envelope into a content-free row, or a quarantine candidate with its reason."""
     rows: list[dict[str, Any]] = []
     rejects: list[dict[str, Any]] = []
@@ -76,45 +88,75 @@ def parse_hour(
     pseudonym_key: bytes,
     workers: int = 1,
     chunk_bytes: int = CHUNK_BYTES,
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Parse an hour in chunks; past the first chunk, `workers` processes share the work.
+) -> ParsedBatch:
+    """Parse envelopes already in memory, in chunks shared by `workers` processes."""
+    return concat_batches(parse_batches(stored, pseudonym_key, workers, chunk_bytes))
 
-    At most two chunks per worker are in flight, so memory stays flat however large the hour.
+
+def parse_batches(
+    stored: Iterable[Stored],
+    pseudonym_key: bytes,
+    workers: int = 1,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> Iterator[ParsedBatch]:
+    """Parsed chunks of about `chunk_bytes`, in order."""
+    parse = partial(parse_envelopes, pseudonym_key=pseudonym_key)
+    yield from _in_order(parse, chunks_by_size(stored, chunk_bytes), workers)
+
+
+def parse_slices(
+    read: Callable[[S], tuple[Sequence[Stored], int]],
+    slices: Sequence[S],
+    pseudonym_key: bytes,
+    workers: int = 1,
+) -> Iterator[ParsedBatch]:
+    """Parse an hour slice by slice; each worker reads its own slices, so no bytes are copied
+    between processes and at most two slices per worker are in memory at once.
+
+    `read(slice)` returns the slice's envelopes with lines numbered within the slice and its
+    line count; line numbers are shifted here to count from the start of their object.
     """
-    chunks = chunks_by_size(stored, chunk_bytes)
-    first = next(chunks, None)
+    parse = partial(_parse_slice, read, pseudonym_key=pseudonym_key)
+    shifts: dict[str, int] = {}
+    for part, (rows, rejects, lines) in zip(slices, _in_order(parse, slices, workers), strict=True):
+        shift = shifts.get(part.name, 0)
+        shifts[part.name] = shift + lines
+        yield _shift_lines(rows, shift), _shift_lines(rejects, shift)
+
+
+def _parse_slice(
+    read: Callable[[S], tuple[Sequence[Stored], int]], part: S, pseudonym_key: bytes
+) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    stored, lines = read(part)
+    rows, rejects = parse_envelopes(stored, pseudonym_key)
+    return rows, rejects, lines
+
+
+def _shift_lines(frame: pl.DataFrame, shift: int) -> pl.DataFrame:
+    return frame.with_columns(pl.col("source_line") + shift) if shift else frame
+
+
+def concat_batches(batches: Iterable[ParsedBatch]) -> ParsedBatch:
+    """One frame of rows and one of rejects from parsed batches."""
+    rows: list[pl.DataFrame] = [pl.DataFrame(schema=PARSED_ENVELOPES)]
+    rejects: list[pl.DataFrame] = [pl.DataFrame(schema=REJECTED)]
+    for batch_rows, batch_rejects in batches:
+        rows.append(batch_rows)
+        rejects.append(batch_rejects)
+    return pl.concat(rows, rechunk=True), pl.concat(rejects, rechunk=True)
+
+
+def _in_order(function: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
+    """`function` over items, in order; in worker processes when `workers` > 1 and there is
+    more than one item (starting a worker costs about half a second)."""
+    pending = iter(items)
+    first = next(pending, None)
     if first is None:
-        return pl.DataFrame(schema=PARSED_ENVELOPES), pl.DataFrame(schema=REJECTED)
-    second = next(chunks, None)
+        return
+    second = next(pending, None)
     if second is None or workers <= 1:
-        parsed = [parse_envelopes(chunk, pseudonym_key) for chunk in _chain(first, second, chunks)]
-    else:
-        parsed = _parse_in_pool(_chain(first, second, chunks), pseudonym_key, workers)
-    return (
-        pl.concat([rows for rows, _ in parsed], rechunk=True),
-        pl.concat([rejects for _, rejects in parsed], rechunk=True),
-    )
-
-
-def _chain(
-    first: list[Stored], second: list[Stored] | None, rest: Iterator[list[Stored]]
-) -> Iterator[list[Stored]]:
-    yield first
-    if second is not None:
-        yield second
-        yield from rest
-
-
-def _parse_in_pool(
-    chunks: Iterator[list[Stored]], pseudonym_key: bytes, workers: int
-) -> list[tuple[pl.DataFrame, pl.DataFrame]]:
-    # spawn, not fork: the caller may be a threaded Dagster run process.
-    results: list[tuple[pl.DataFrame, pl.DataFrame]] = []
-    pending: list[Future[tuple[pl.DataFrame, pl.DataFrame]]] = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        for chunk in chunks:
-            pending.append(pool.submit(parse_envelopes, chunk, pseudonym_key))
-            if len(pending) >= 2 * workers:
-                results.append(pending.pop(0).result())
-        results.extend(future.result() for future in pending)
-    return results
+        rest = [] if second is None else [second]
+        yield from map(function, itertools.chain([first], rest, pending))
+        return
+    with WorkerPool(workers) as pool:
+        yield from pool.map(function, itertools.chain([first, second], pending))

@@ -3,14 +3,34 @@
 from __future__ import annotations
 
 import os
+from functools import cache
 from pathlib import Path
 from urllib.parse import urlparse
 
 from chargeback_pipeline.settings import is_connection_string
-from chargeback_pipeline.store.base import EnvelopeStore, StoreError, read_hour
+from chargeback_pipeline.store.base import (
+    SLICE_BYTES,
+    EnvelopeStore,
+    HourSlice,
+    StoredEnvelope,
+    StoreError,
+    hour_slices,
+    read_hour,
+    read_slice,
+)
 from chargeback_pipeline.store.local import LocalEnvelopeStore
 
-__all__ = ["EnvelopeStore", "LocalEnvelopeStore", "StoreError", "open_store", "read_hour"]
+__all__ = [
+    "SLICE_BYTES",
+    "EnvelopeStore",
+    "HourSlice",
+    "LocalEnvelopeStore",
+    "StoreError",
+    "hour_slices",
+    "open_store",
+    "read_hour",
+    "read_store_slice",
+]
 
 
 def _client_options() -> dict[str, object]:
@@ -68,3 +88,15 @@ def _blob_store_with_identity(spec: str) -> EnvelopeStore:
         **_client_options(),
     )
     return BlobEnvelopeStore(client)
+
+
+@cache
+def _store_of_process(spec: str, container: str) -> EnvelopeStore:
+    return open_store(spec, container)
+
+
+def read_store_slice(
+    spec: str, container: str, part: HourSlice
+) -> tuple[list[StoredEnvelope], int]:
+    """`read_slice` on the store named by `spec`, opened once per process (parse workers)."""
+    return read_slice(_store_of_process(spec, container), part)

@@ -12,9 +12,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from chargeback_pipeline.lib.concurrency import bounded_map
+
 RAW_PREFIX = "raw"
 APPEND_LIMIT_BYTES = 4 * 1024 * 1024
 """Larger envelopes (and any holding a newline) are stored as objects of their own, not lines."""
+SLICE_BYTES = 16 * 1024 * 1024
+"""How much of an hour one parse worker reads at a time."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class EnvelopeStore(Protocol):
     def list_hour(self, hour_key: str) -> list[StoredObject]: ...
 
     def read_object(self, name: str) -> bytes: ...
+
+    def read_range(self, name: str, offset: int, length: int) -> bytes: ...
 
     def delete_object(self, name: str) -> None: ...
 
@@ -116,11 +122,67 @@ def split_object(name: str, data: bytes) -> Iterator[StoredEnvelope]:
 
 def read_hour(store: EnvelopeStore, hour_key: str, workers: int = 16) -> Iterator[StoredEnvelope]:
     """Every envelope stored under an hour's prefix, objects in name order, fetched concurrently."""
-    names = [item.name for item in sorted(store.list_hour(hour_key), key=lambda item: item.name)]
+    names = sorted(item.name for item in store.list_hour(hour_key))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="read-hour") as pool:
-        # map keeps name order; at most `workers` objects are in flight ahead of the consumer.
-        for name, data in zip(names, pool.map(store.read_object, names), strict=True):
+        for name, data in zip(
+            names, bounded_map(pool, store.read_object, names, workers), strict=True
+        ):
             yield from split_object(name, data)
+
+
+@dataclass(frozen=True)
+class HourSlice:
+    """The envelopes of one stored object whose lines start in bytes [start, end)."""
+
+    name: str
+    start: int
+    end: int
+    size: int
+
+
+def hour_slices(objects: Iterable[StoredObject], slice_bytes: int) -> list[HourSlice]:
+    """Cut an hour's objects into slices of about `slice_bytes`, in name order."""
+    slices = []
+    for item in sorted(objects, key=lambda found: found.name):
+        if item.name.endswith(".json") or item.size <= slice_bytes:
+            slices.append(HourSlice(item.name, 0, item.size, item.size))
+            continue
+        cuts = range(0, item.size, slice_bytes)
+        slices.extend(
+            HourSlice(item.name, at, min(at + slice_bytes, item.size), item.size) for at in cuts
+        )
+    return slices
+
+
+def read_slice(store: EnvelopeStore, part: HourSlice) -> tuple[list[StoredEnvelope], int]:
+    """A slice's envelopes, lines numbered from 1 within the slice, and its line count.
+
+    A line belongs to the slice it starts in; adding the line counts of the earlier slices of
+    the same object gives the line numbers `split_object` gives.
+    """
+    if part.name.endswith(".json"):
+        return [StoredEnvelope(part.name, 1, store.read_object(part.name))], 1
+    begin = max(part.start - 1, 0)
+    data = store.read_range(part.name, begin, part.end - begin)
+    data += _rest_of_last_line(store, part, data)
+    skip = 0 if part.start == 0 else data.find(b"\n") + 1
+    if part.start and (skip == 0 or skip >= part.end - begin):
+        return [], 0  # no line starts inside this slice
+    owned = data[skip:]
+    # Only an object's last slice can end without a newline, so newlines count the lines
+    # that later slices of the object follow.
+    return list(split_object(part.name, owned)), owned.count(b"\n")
+
+
+def _rest_of_last_line(store: EnvelopeStore, part: HourSlice, data: bytes) -> bytes:
+    """The bytes after the slice up to and including the next newline (a line never exceeds
+    the append limit, so this reads at most that much)."""
+    if part.end >= part.size or data.endswith(b"\n"):
+        return b""
+    length = min(APPEND_LIMIT_BYTES + 1, part.size - part.end)
+    rest = store.read_range(part.name, part.end, length)
+    cut = rest.find(b"\n")
+    return rest if cut < 0 else rest[: cut + 1]
 
 
 def hours_before(children: Callable[[str], Iterable[str]], cutoff_hour_key: str) -> list[str]:

@@ -107,6 +107,17 @@ class BlobEnvelopeStore:
                 f"cannot read {name} from {self.describe()}: {_reason(error)}"
             ) from error
 
+    def read_range(self, name: str, offset: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        try:
+            download = self.container.download_blob(name, offset=offset, length=length)
+            return download.readall()
+        except AzureError as error:
+            raise StoreError(
+                f"cannot read {name} from {self.describe()}: {_reason(error)}"
+            ) from error
+
     def delete_object(self, name: str) -> None:
         check_deletable(name)
         try:

@@ -83,6 +83,16 @@ class LocalEnvelopeStore:
                 f"cannot read {name} from {self.describe()}: {error.strerror}"
             ) from error
 
+    def read_range(self, name: str, offset: int, length: int) -> bytes:
+        try:
+            with (self.root / name).open("rb") as file:
+                file.seek(offset)
+                return file.read(length)
+        except OSError as error:
+            raise StoreError(
+                f"cannot read {name} from {self.describe()}: {error.strerror}"
+            ) from error
+
     def delete_object(self, name: str) -> None:
         check_deletable(name)
         path = self.root / name

@@ -1,0 +1,68 @@
+"""Parse workers: results in order, errors raised in the caller, a dead worker named."""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+
+import pytest
+
+from chargeback_pipeline.lib.ingest import ingest_hour, ingest_slices
+from chargeback_pipeline.lib.reference import load_reference
+from chargeback_pipeline.lib.workers import WorkerError, WorkerPool
+from chargeback_pipeline.settings import PROJECT_ROOT
+from chargeback_pipeline.store import LocalEnvelopeStore, read_hour, read_store_slice
+from chargeback_pipeline.store.base import hour_slices
+
+
+def square(n: int) -> int:
+    return n * n
+
+
+def refuse_seven(n: int) -> int:
+    if n == 7:
+        raise ValueError("seven is refused")
+    return n
+
+
+def exit_now(n: int) -> int:
+    os._exit(3)
+
+
+def test_results_come_back_in_order_with_a_bounded_window():
+    with WorkerPool(2) as pool:
+        assert list(pool.map(square, range(50), window=1)) == [n * n for n in range(50)]
+
+
+def test_an_error_in_a_task_is_raised_in_the_caller():
+    with WorkerPool(2) as pool, pytest.raises(ValueError, match="seven is refused"):
+        list(pool.map(refuse_seven, range(10)))
+
+
+def test_a_dead_worker_is_named_not_waited_for():
+    with WorkerPool(1) as pool, pytest.raises(WorkerError, match="exited with status 3"):
+        list(pool.map(exit_now, [1]))
+
+
+def test_an_hour_read_in_slices_by_two_workers_equals_reading_it_whole(tmp_path, example):
+    from datetime import UTC, datetime
+
+    import orjson
+
+    store = LocalEnvelopeStore(tmp_path)
+    hour = "2024-08-06-13:00"
+    for n in range(60):
+        envelope = example("chat_completion" if n % 3 else "embeddings")
+        envelope["request_id"] = f"r{n:03d}"
+        envelope["timestamp"] = "2024-08-06T13:05:00Z"
+        store.write_envelope(orjson.dumps(envelope), datetime(2024, 8, 6, 13, 5, tzinfo=UTC), "x")
+    store.write_envelope(b"not json", datetime(2024, 8, 6, 13, 5, tzinfo=UTC), "y")
+    deployments = load_reference(PROJECT_ROOT / "dbt_like_sql" / "seeds").deployments
+    whole = ingest_hour(read_hour(store, hour), hour, deployments, b"k")
+    slices = hour_slices(store.list_hour(hour), 20_000)
+    assert len(slices) > 4
+    read = partial(read_store_slice, str(tmp_path), "envelopes")
+    sliced = ingest_slices(read, slices, hour, deployments, b"k", workers=2)
+    assert sliced.usage_events.equals(whole.usage_events)
+    assert sliced.quarantined.equals(whole.quarantined)
+    assert sliced.envelopes_read == 61
