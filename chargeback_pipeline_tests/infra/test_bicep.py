@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from chargeback_pipeline.store.base import RAW_PREFIX
@@ -182,13 +183,132 @@ def test_dagster_identity_roles() -> None:
         assert res["config"]["config"]["identity"] == "identityConfig", name
 
 
-def test_apim_identity_may_call_azure_openai() -> None:
+def test_apim_identity_may_call_every_azure_openai_account() -> None:
     doc = iac.bicep_module("apim")
     (apim,) = iac.resources(doc, "Microsoft.ApiManagement/service").values()
     assert apim["config"]["identity"] == {"type": "SystemAssigned"}
     roles = {ra["config"]["scope"]: _role_id(doc, ra) for ra in _role_assignments(doc).values()}
-    assert roles["openAi"] == iac.COGNITIVE_SERVICES_OPENAI_USER
-    assert roles["forwarderKeySecret"] == iac.KEY_VAULT_SECRETS_USER
+    assert roles == {"forwarderKeySecret": iac.KEY_VAULT_SECRETS_USER}
+    backends = iac.bicep_module("apim-backends")
+    (user,) = _role_assignments(backends).values()
+    assert user["config"]["loop_type"]["detail"]["array_name"] == "backends"
+    assert _role_id(backends, user["config"]) == iac.COGNITIVE_SERVICES_OPENAI_USER
+    scope = user["config"]["config"]["scope"]["operator"]["operands"]
+    assert scope == {"operand_1": "accounts", "operand_2": "i"}  # one grant per pool member
+    (accounts,) = iac.resources(backends, "Microsoft.CognitiveServices/accounts").values()
+    assert accounts["existing"]
+
+
+def _pool_resources() -> tuple[dict, dict]:
+    """(the per-account backends, the pool) of modules/apim-backends.bicep."""
+    found = iac.resources(
+        iac.bicep_module("apim-backends"), "Microsoft.ApiManagement/service/backends"
+    )
+    assert set(found) == {"members", "pool"}
+    return found["members"]["config"], found["pool"]["config"]
+
+
+def test_every_pool_member_trips_on_throttling_and_server_errors_and_honours_retry_after() -> None:
+    members, _ = _pool_resources()
+    assert members["loop_type"]["detail"]["array_name"] == "backends"
+    props = members["config"]["properties"]
+    assert props["type"] == "Single" and props["url"] == "${accounts[i].properties.endpoint}openai"
+    assert props["tls"] == {"validateCertificateChain": True, "validateCertificateName": True}
+    (rule,) = props["circuitBreaker"]["rules"]
+    condition = rule["failureCondition"]
+    ranges = {(r["min"], r["max"]) for r in condition["statusCodeRanges"]}
+    assert ranges == {(429, 429), (500, 599)}
+    assert {"BackendConnectionFailure", "Timeout"} <= set(condition["errorReasons"])
+    assert rule["acceptRetryAfter"] is True
+    assert condition["count"] == "circuitBreakerFailureCount"
+    assert condition["interval"] == "PT${circuitBreakerIntervalSeconds}S"
+    assert rule["tripDuration"] == "PT${circuitBreakerTripSeconds}S"
+    params = iac.bicep_module("apim-backends")["parameters"]
+    # One 429 trips a member, so the policy's immediate retry lands on the next one.
+    assert params["circuitBreakerFailureCount"]["default"] == 1
+    for name in ("circuitBreakerIntervalSeconds", "circuitBreakerTripSeconds"):
+        assert iac.decorators(params[name])["min_value"] >= 1, name
+
+
+def test_the_pool_ranks_its_members_by_priority_and_weight() -> None:
+    _, pool = _pool_resources()
+    props = pool["properties"]
+    assert props["type"] == "Pool"
+    services = props["pool"]["services"]
+    assert services["loop_type"]["detail"]["array_name"] == "backends"
+    entry = services["config"]
+    assert entry["id"]["operator"]["operands"]["operand_2"] == "id"
+    assert entry["id"]["operator"]["operands"]["operand_1"]["operator"]["operands"] == {
+        "operand_1": "members",
+        "operand_2": "i",
+    }
+    for key in ("priority", "weight"):
+        assert entry[key]["operator"]["operands"] == {"operand_1": "backend", "operand_2": key}
+
+
+def _resolve_backend_id(template: str, location: str, secondary: str) -> str:
+    return template.replace("${openAiLocation}", location).replace(
+        "${openAiSecondaryLocation}", secondary
+    )
+
+
+def test_ptu_comes_first_and_pay_as_you_go_spills_across_two_regions() -> None:
+    main = iac.bicep(MAIN)
+    params = main["parameters"]
+    assert params["openAiLocation"]["default"] == "eastus"
+    assert params["openAiSecondaryLocation"]["default"] == "westeurope"
+    assert params["openAiPtuDeployments"]["default"] == []
+    ptu = main["variables"]["ptuBackends"]["value"]["operator"]["operands"]
+    assert ptu["condition"]["function"] == {
+        "type": "empty",
+        "parameters": {"item_to_test": "openAiPtuDeployments"},
+    }
+    assert ptu["true_value"] == []
+    (ptu_backend,) = ptu["false_value"]
+    pooled = main["variables"]["openAiBackends"]["value"]["function"]["parameters"]
+    assert pooled["arg_1"] == "ptuBackends"  # PTU first
+    paygo = pooled["arg_2"]
+    assert (ptu_backend["priority"], ptu_backend["weight"]) == (1, 1)
+    assert ptu_backend["deployments"] == "openAiPtuDeployments"
+    assert [b["priority"] for b in paygo] == [2, 2]
+    assert [b["weight"] for b in paygo] == ["openAiPrimaryWeight", "openAiSecondaryWeight"]
+    assert [b["location"] for b in paygo] == ["openAiLocation", "openAiSecondaryLocation"]
+    assert {b["deployments"] for b in paygo} == {"openAiDeployments"}
+    # The default ids are backend_ids of the seed, so whichever member serves a call is priced.
+    seeded = set(pl.read_csv(iac.ROOT / "dbt_like_sql" / "seeds" / "deployments.csv")["backend_id"])
+    ids = [_resolve_backend_id(b["id"], "eastus", "westeurope") for b in [ptu_backend, *paygo]]
+    assert ids == ["aoai-eastus-ptu", "aoai-eastus-1", "aoai-westeurope-1"]
+    assert set(ids) <= seeded
+
+
+def test_one_account_per_pool_member_and_the_pool_wired_to_apim() -> None:
+    main = iac.bicep(MAIN)
+    accounts = main["modules"]["openAi"]["config"]
+    assert accounts["loop_type"]["detail"]["array_name"] == "openAiBackends"
+    apim = main["modules"]["apim"]["config"]["params"]
+    members = apim["openAiBackends"]
+    assert members["loop_type"]["detail"]["array_name"] == "openAiBackends"
+    assert set(members["config"]) == {"id", "accountName", "priority", "weight"}
+    names = main["variables"]["names"]["value"]
+    assert len({str(names[k]) for k in ("openAi", "openAiSecondary", "openAiPtu")}) == 3
+    for name in (
+        "circuitBreakerFailureCount",
+        "circuitBreakerIntervalSeconds",
+        "circuitBreakerTripSeconds",
+    ):
+        assert apim[name] == name
+        module = iac.bicep_module("apim")
+        assert module["modules"]["backendPool"]["config"]["params"][name] == name
+    module = iac.bicep_module("apim")
+    pool_params = module["modules"]["backendPool"]["config"]["params"]
+    assert pool_params["backends"] == "openAiBackends"
+    assert pool_params["poolName"] == "backendPoolName"
+    named = {nv["name"]: nv["value"] for nv in module["variables"]["plainNamedValues"]["value"]}
+    assert named["chargeback-backend-pool"] == "backendPoolName"
+    assert "backendHosts" in str(named["chargeback-backend-hosts"])
+    assert "openAiBackends" in str(named["chargeback-backend-retries"])
+    (policy,) = iac.resources(module, "Microsoft.ApiManagement/service/apis/policies").values()
+    assert "backendPool" in policy["config"]["dependsOn"]
 
 
 def test_apim_logs_token_counts_but_never_message_text() -> None:

@@ -25,7 +25,8 @@ ARM_TO_TERRAFORM = {
     "Microsoft.Web/sites": "azurerm_function_app_flex_consumption",
     "Microsoft.ApiManagement/service": "azurerm_api_management",
     "Microsoft.ApiManagement/service/namedValues": "azurerm_api_management_named_value",
-    "Microsoft.ApiManagement/service/backends": "azurerm_api_management_backend",
+    # azurerm has neither circuit breakers nor pools: every backend is an azapi resource.
+    "Microsoft.ApiManagement/service/backends": "azapi:Microsoft.ApiManagement/service/backends",
     "Microsoft.ApiManagement/service/apis": "azurerm_api_management_api",
     "Microsoft.ApiManagement/service/apis/operations": "azurerm_api_management_api_operation",
     "Microsoft.ApiManagement/service/apis/policies": "azurerm_api_management_api_policy",
@@ -59,7 +60,11 @@ PARAMETER_RENAMES: dict[str, str | None] = {
     "namePrefix": "name_prefix",
     "storageSkuName": "storage_replication_type",
     "openAiLocation": "openai_location",
+    "openAiSecondaryLocation": "openai_secondary_location",
     "openAiDeployments": "openai_deployments",
+    "openAiPtuDeployments": "openai_ptu_deployments",
+    "openAiPrimaryWeight": "openai_primary_weight",
+    "openAiSecondaryWeight": "openai_secondary_weight",
     "apimSkuName": "apim_sku_name",
     "apimSkuCapacity": None,  # azurerm spells tier and units in one sku_name, e.g. Developer_1
     "functionInstanceMemoryMB": "function_instance_memory_mb",
@@ -133,6 +138,14 @@ def test_same_defaults_for_retention_and_thresholds() -> None:
         "maxEnvelopeBytes",
         "tokensPerMinute",
         "maxBodyChars",
+        "openAiLocation",
+        "openAiSecondaryLocation",
+        "openAiPtuDeployments",
+        "openAiPrimaryWeight",
+        "openAiSecondaryWeight",
+        "circuitBreakerFailureCount",
+        "circuitBreakerIntervalSeconds",
+        "circuitBreakerTripSeconds",
     ):
         target = PARAMETER_RENAMES.get(name) or _snake(name)
         assert params[name]["default"] == variables[target]["default"], name
@@ -147,3 +160,46 @@ def test_same_role_definitions_are_granted() -> None:
                 bicep_ids.add(value)
     terraform_ids = set(iac.terraform()["locals"]["role_ids"].values())
     assert bicep_ids == terraform_ids
+
+
+def test_the_same_pool_members_and_breaker_rule() -> None:
+    """Both deploy PTU at priority 1 and two pay-as-you-go regions at priority 2, with the same
+    backend ids and the same circuit breaker rule."""
+    main = iac.bicep(iac.BICEP / "main.bicep")["variables"]
+    ptu = main["ptuBackends"]["value"]["operator"]["operands"]["false_value"]
+    paygo = main["openAiBackends"]["value"]["function"]["parameters"]["arg_2"]
+    bicep = {
+        re.sub(r"\$\{(\w+)\}", lambda m: "${var." + _snake_var(m.group(1)) + "}", b["id"]): (
+            b["priority"]
+        )
+        for b in [*ptu, *paygo]
+    }
+    candidates = iac.terraform()["locals"]["openai_pool_candidates"]
+    terraform = {key: body["priority"] for key, body in candidates.items()}
+    assert bicep == terraform
+    [members] = [
+        body
+        for body in iac.tf_resources("azapi_resource").values()
+        if body["type"].startswith("Microsoft.ApiManagement/service/backends@")
+        and body["body"]["properties"]["type"] == "Single"
+    ]
+    (tf_rule,) = members["body"]["properties"]["circuitBreaker"]["rules"]
+    backends = iac.resources(
+        iac.bicep_module("apim-backends"), "Microsoft.ApiManagement/service/backends"
+    )
+    (bicep_rule,) = backends["members"]["config"]["config"]["properties"]["circuitBreaker"]["rules"]
+    assert tf_rule["acceptRetryAfter"] is bicep_rule["acceptRetryAfter"] is True
+    assert (
+        tf_rule["failureCondition"]["statusCodeRanges"]
+        == (bicep_rule["failureCondition"]["statusCodeRanges"])
+    )
+    assert (
+        tf_rule["failureCondition"]["errorReasons"]
+        == (bicep_rule["failureCondition"]["errorReasons"])
+    )
+    assert members["body"]["properties"]["type"] == "Single"
+    assert backends["pool"]["config"]["properties"]["type"] == "Pool"
+
+
+def _snake_var(name: str) -> str:
+    return PARAMETER_RENAMES.get(name) or _snake(name)

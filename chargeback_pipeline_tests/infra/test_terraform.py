@@ -186,3 +186,61 @@ def test_tfvars_give_every_required_variable(env: str) -> None:
     assert values["environment_name"] == env
     for name, value in values.items():
         _check_validations(name, value)
+
+
+def test_pool_members_are_ptu_first_then_pay_as_you_go_in_two_regions() -> None:
+    variables = iac.terraform()["variable"]
+    assert variables["openai_location"]["default"] == "eastus"
+    assert variables["openai_secondary_location"]["default"] == "westeurope"
+    assert variables["openai_ptu_deployments"]["default"] == []
+    for name in ("openai_primary_weight", "openai_secondary_weight"):
+        assert variables[name]["default"] == 1 and variables[name].get("validation"), name
+    candidates = iac.terraform()["locals"]["openai_pool_candidates"]
+    ranks = {key: (body["priority"], body["deployments"]) for key, body in candidates.items()}
+    assert ranks == {
+        "aoai-${var.openai_location}-ptu": (1, "${var.openai_ptu_deployments}"),
+        "aoai-${var.openai_location}-1": (2, "${var.openai_deployments}"),
+        "aoai-${var.openai_secondary_location}-1": (2, "${var.openai_deployments}"),
+    }
+    weights = [body["weight"] for body in candidates.values()]
+    assert weights == [1, "${var.openai_primary_weight}", "${var.openai_secondary_weight}"]
+    # No PTU account (nor backend) without PTU deployments.
+    backends = iac.terraform()["locals"]["openai_backends"]
+    assert "openai_pool_candidates" in backends and "length(backend.deployments) > 0" in backends
+    (account,) = iac.tf_resources("azurerm_cognitive_account").values()
+    assert account["for_each"] == "${local.openai_backends}"
+
+
+def test_every_member_trips_on_throttling_and_server_errors_and_the_pool_ranks_them() -> None:
+    azapi = iac.tf_resources("azapi_resource")
+    member, pool = azapi["apim_openai_backend"], azapi["apim_openai_pool"]
+    for body in (member, pool):
+        assert body["type"] == "Microsoft.ApiManagement/service/backends@2024-06-01-preview"
+    assert member["for_each"] == "${local.openai_backends}"
+    props = member["body"]["properties"]
+    assert props["type"] == "Single"
+    assert props["url"] == "${azurerm_cognitive_account.openai[each.key].endpoint}openai"
+    (rule,) = props["circuitBreaker"]["rules"]
+    condition = rule["failureCondition"]
+    assert {(r["min"], r["max"]) for r in condition["statusCodeRanges"]} == {(429, 429), (500, 599)}
+    assert rule["acceptRetryAfter"] is True
+    assert condition["count"] == "${var.circuit_breaker_failure_count}"
+    assert rule["tripDuration"] == "PT${var.circuit_breaker_trip_seconds}S"
+    assert iac.terraform()["variable"]["circuit_breaker_failure_count"]["default"] == 1
+    pool_props = pool["body"]["properties"]
+    assert pool_props["type"] == "Pool"
+    services = pool_props["pool"]["services"]
+    assert "for id, backend in local.openai_backends" in services
+    pieces = ("azapi_resource.apim_openai_backend[id].id", "backend.priority", "backend.weight")
+    for piece in pieces:
+        assert piece in services, piece
+    # The policy routes to the pool; every account grants APIM's identity the OpenAI User role.
+    named = iac.terraform()["locals"]["apim_named_values"]
+    assert named["chargeback-backend-pool"] == "${local.apim_backend_pool}"
+    assert pool["name"] == "${local.apim_backend_pool}"
+    user = iac.tf_resources("azurerm_role_assignment")["apim_openai_user"]
+    assert user["for_each"] == "${local.openai_backends}"
+    assert user["scope"] == "${azurerm_cognitive_account.openai[each.key].id}"
+    assert _role(user) == iac.COGNITIVE_SERVICES_OPENAI_USER
+    policy = iac.tf_resources("azurerm_api_management_api_policy")["openai"]
+    assert "${azapi_resource.apim_openai_pool}" in policy["depends_on"]

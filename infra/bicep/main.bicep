@@ -1,5 +1,5 @@
 // Azure side of the chargeback pipeline, deployed into one resource group per environment:
-//   client -> APIM (apim_policies/) -> Azure OpenAI
+//   client -> APIM (apim_policies/) -> Azure OpenAI pool (PTU first, pay-as-you-go in two regions)
 //              `-> forwarding Function -> raw container -> Dagster on Container Apps -> lake container
 // Names derive from uniqueString(resourceGroup().id), so dev, test and prod (one resource group
 // each) never collide and a redeploy into the same group updates in place.
@@ -21,11 +21,16 @@ param environmentName string
 @maxLength(8)
 param namePrefix string = 'chgbk'
 
-@description('Azure region of every resource except the Azure OpenAI account.')
+@description('Azure region of every resource except the Azure OpenAI accounts.')
 param location string = resourceGroup().location
 
-@description('Azure region of the Azure OpenAI account (model availability differs by region).')
-param openAiLocation string = location
+@description('Primary Azure OpenAI region: the PTU account (when openAiPtuDeployments is set) and the first pay-as-you-go account.')
+@minLength(1)
+param openAiLocation string = 'eastus'
+
+@description('Secondary Azure OpenAI region: the second pay-as-you-go account, which takes the spill when the primary is throttled or down.')
+@minLength(1)
+param openAiSecondaryLocation string = 'westeurope'
 
 @description('Tags added to every resource.')
 param tags object = {}
@@ -69,9 +74,37 @@ param keyVaultSoftDeleteRetentionDays int = 90
 @description('Object ids (groups) allowed to set Key Vault secrets, e.g. the operator who sets the pseudonym key.')
 param keyVaultSecretOfficerPrincipalIds array = []
 
-@description('Azure OpenAI model deployments: [{ name, model, version, skuName, capacity }]; names must match dbt_like_sql/seeds/deployments.csv.')
+@description('Pay-as-you-go model deployments, created in both regions: [{ name, model, version, skuName, capacity }]; names must match dbt_like_sql/seeds/deployments.csv.')
 @minLength(1)
 param openAiDeployments array
+
+@description('Provisioned (PTU) deployments of a third account in the primary region, at pool priority 1: [{ name, model, version, skuName (ProvisionedManaged, ...), capacity }]. Use the names of openAiDeployments so the spill serves the same paths; empty = no PTU backend.')
+param openAiPtuDeployments array = []
+
+@description('Weight of the primary pay-as-you-go account within pool priority 2.')
+@minValue(1)
+@maxValue(1000)
+param openAiPrimaryWeight int = 1
+
+@description('Weight of the secondary pay-as-you-go account within pool priority 2.')
+@minValue(1)
+@maxValue(1000)
+param openAiSecondaryWeight int = 1
+
+@description('Failures (429, 5xx, connection failure, timeout) within circuitBreakerIntervalSeconds that trip a pool member; 1 spills a throttled PTU backend at once.')
+@minValue(1)
+@maxValue(100)
+param circuitBreakerFailureCount int = 1
+
+@description('Seconds over which a pool member\'s failures are counted.')
+@minValue(1)
+@maxValue(3600)
+param circuitBreakerIntervalSeconds int = 10
+
+@description('Seconds a tripped pool member is skipped when it sent no Retry-After header.')
+@minValue(1)
+@maxValue(3600)
+param circuitBreakerTripSeconds int = 10
 
 @description('API Management tier.')
 @allowed([
@@ -108,11 +141,6 @@ param streamingMode string = 'buffered'
 @description('Cost centers accepted in the x-chargeback-cost-center header; keep in line with dbt_like_sql/seeds/cost_centers.csv.')
 @minLength(1)
 param costCenters array
-
-@description('APIM backend id of the Azure OpenAI account; must be a backend_id of dbt_like_sql/seeds/deployments.csv.')
-@minLength(1)
-@maxLength(80)
-param apimBackendId string = 'aoai-${openAiLocation}-1'
 
 @description('Refuse calls whose x-chargeback-cost-center is missing or not in costCenters.')
 param requireCostCenter bool = false
@@ -230,6 +258,8 @@ var names = {
   hostStorage: 'stfn${prefix}${take(suffix, 10)}'
   keyVault: 'kv-${prefix}-${take(suffix, 12)}'
   openAi: 'oai-${prefix}-${suffix}'
+  openAiSecondary: 'oai-${prefix}-2-${suffix}'
+  openAiPtu: 'oai-${prefix}-ptu-${suffix}'
   functionApp: 'func-${prefix}-${suffix}'
   functionPlan: 'plan-${baseName}-${suffix}'
   apim: 'apim-${baseName}-${suffix}'
@@ -275,15 +305,47 @@ module keyVault 'modules/keyvault.bicep' = {
   }
 }
 
-module openAi 'modules/openai.bicep' = {
-  name: 'openai'
-  params: {
+// The Azure OpenAI accounts behind the APIM pool: PTU first (priority 1), then pay-as-you-go in the
+// primary and secondary regions (priority 2, split by weight). Each id is a backend_id of
+// dbt_like_sql/seeds/deployments.csv: envelopes name the one that served a call, which prices it.
+var ptuBackends = empty(openAiPtuDeployments) ? [] : [
+  {
+    id: 'aoai-${openAiLocation}-ptu'
+    accountName: names.openAiPtu
     location: openAiLocation
-    tags: allTags
-    name: names.openAi
+    priority: 1
+    weight: 1
+    deployments: openAiPtuDeployments
+  }
+]
+var openAiBackends = concat(ptuBackends, [
+  {
+    id: 'aoai-${openAiLocation}-1'
+    accountName: names.openAi
+    location: openAiLocation
+    priority: 2
+    weight: openAiPrimaryWeight
     deployments: openAiDeployments
   }
-}
+  {
+    id: 'aoai-${openAiSecondaryLocation}-1'
+    accountName: names.openAiSecondary
+    location: openAiSecondaryLocation
+    priority: 2
+    weight: openAiSecondaryWeight
+    deployments: openAiDeployments
+  }
+])
+
+module openAi 'modules/openai.bicep' = [for backend in openAiBackends: {
+  name: 'openai-${backend.id}'
+  params: {
+    location: backend.location
+    tags: allTags
+    name: backend.accountName
+    deployments: backend.deployments
+  }
+}]
 
 module function 'modules/function.bicep' = {
   name: 'function'
@@ -313,8 +375,15 @@ module apim 'modules/apim.bicep' = {
     skuCapacity: apimSkuCapacity
     publisherEmail: apimPublisherEmail
     publisherName: apimPublisherName
-    openAiAccountName: openAi.outputs.name
-    openAiBackendId: apimBackendId
+    openAiBackends: [for (backend, i) in openAiBackends: {
+      id: backend.id
+      accountName: openAi[i].outputs.name
+      priority: backend.priority
+      weight: backend.weight
+    }]
+    circuitBreakerFailureCount: circuitBreakerFailureCount
+    circuitBreakerIntervalSeconds: circuitBreakerIntervalSeconds
+    circuitBreakerTripSeconds: circuitBreakerTripSeconds
     requireCostCenter: requireCostCenter
     tokensPerMinute: tokensPerMinute
     maxBodyChars: maxBodyChars
@@ -403,8 +472,11 @@ output keyVaultName string = keyVault.outputs.name
 @description('Name of the secret the operator sets to CHARGEBACK_PSEUDONYM_KEY.')
 output pseudonymKeySecretName string = keyVault.outputs.pseudonymKeySecretName
 
-@description('Azure OpenAI endpoint behind the gateway.')
-output openAiEndpoint string = openAi.outputs.endpoint
+@description('Azure OpenAI endpoints behind the gateway, in pool order (PTU first).')
+output openAiEndpoints array = [for (backend, i) in openAiBackends: openAi[i].outputs.endpoint]
+
+@description('APIM backend ids of the pool members; each must be a backend_id of dbt_like_sql/seeds/deployments.csv.')
+output apimBackendIds array = apim.outputs.backendIds
 
 @description('Log Analytics workspace id for LogsQueryClient (ApiManagementGatewayLlmLog).')
 output logAnalyticsWorkspaceId string = monitoring.outputs.workspaceCustomerId

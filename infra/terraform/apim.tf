@@ -1,16 +1,18 @@
-# API Management in front of Azure OpenAI: the service and its identity (Cognitive Services OpenAI
-# User on the account, Key Vault Secrets User on the forwarder key), the named values the policies
-# read, the Azure OpenAI backend and API with apim_policies/azure-openai-api.xml, every fragment in
+# API Management in front of Azure OpenAI: the service and its identity (Key Vault Secrets User on
+# the forwarder key), the named values the policies read, the API (routed to the backend pool of
+# apim_backends.tf) with apim_policies/azure-openai-api.xml, every fragment in
 # apim_policies/fragments/, the genai-free/basic/premium products with their policies, and Azure
 # Monitor logging (gateway logs and LLM token logs, never prompt or completion text).
 
 locals {
-  policy_dir       = "${path.module}/../../apim_policies"
-  fragment_files   = fileset("${local.policy_dir}/fragments", "*.xml")
-  apim_backend_id  = coalesce(var.apim_backend_id, "aoai-${local.openai_location}-1")
-  openai_base_url  = "${azurerm_cognitive_account.openai.endpoint}openai"
-  forwarder_url    = "https://${azurerm_function_app_flex_consumption.forwarder.default_hostname}/api/envelopes"
-  forwarder_key_id = "${azurerm_key_vault.this.id}/secrets/${local.forwarder_key_secret_name}"
+  policy_dir     = "${path.module}/../../apim_policies"
+  fragment_files = fileset("${local.policy_dir}/fragments", "*.xml")
+  # Overridden by set-backend-service (the pool); the primary pay-as-you-go account stands in.
+  openai_base_url = "${azurerm_cognitive_account.openai[local.openai_primary_id].endpoint}openai"
+  # How the envelope names the pool member that served a call: each account's host and backend id.
+  apim_backend_hosts = join(",", [for id, backend in local.openai_backends : "${backend.account_name}.openai.azure.com=${id}"])
+  forwarder_url      = "https://${azurerm_function_app_flex_consumption.forwarder.default_hostname}/api/envelopes"
+  forwarder_key_id   = "${azurerm_key_vault.this.id}/secrets/${local.forwarder_key_secret_name}"
 
   # Plain named values read by the policies as {{name}}; infra tests check that every {{name}} in
   # apim_policies/ is defined here.
@@ -18,7 +20,9 @@ locals {
     "chargeback-forwarder-url"       = local.forwarder_url
     "chargeback-forwarder-auth"      = var.forwarder_auth
     "chargeback-forwarder-audience"  = var.forwarder_audience == "" ? "not-configured" : var.forwarder_audience
-    "chargeback-backend-id"          = local.apim_backend_id
+    "chargeback-backend-pool"        = local.apim_backend_pool
+    "chargeback-backend-retries"     = tostring(max(length(local.openai_backends) - 1, 1))
+    "chargeback-backend-hosts"       = local.apim_backend_hosts
     "chargeback-streaming-mode"      = var.streaming_mode
     "chargeback-cost-centers"        = join(",", var.cost_centers)
     "chargeback-require-cost-center" = var.require_cost_center ? "true" : "false"
@@ -85,14 +89,6 @@ resource "azurerm_api_management" "this" {
   }
 }
 
-# The gateway calls Azure OpenAI with its managed identity (keys are disabled on the account).
-resource "azurerm_role_assignment" "apim_openai_user" {
-  scope              = azurerm_cognitive_account.openai.id
-  role_definition_id = "${local.role_definition_prefix}/${local.role_ids.cognitive_services_openai_user}"
-  principal_id       = azurerm_api_management.this.identity[0].principal_id
-  principal_type     = "ServicePrincipal"
-}
-
 # Read access to the one secret the gateway needs, not to the whole vault.
 resource "azurerm_role_assignment" "apim_forwarder_key_reader" {
   scope              = local.forwarder_key_id
@@ -126,21 +122,6 @@ resource "azurerm_api_management_named_value" "forwarder_key" {
   }
 
   depends_on = [azurerm_role_assignment.apim_forwarder_key_reader]
-}
-
-resource "azurerm_api_management_backend" "openai" {
-  #checkov:skip=CKV_AZURE_215: false positive, the URL is the account's https:// endpoint (local.openai_base_url), which checkov cannot resolve
-  name                = local.apim_backend_id
-  api_management_name = azurerm_api_management.this.name
-  resource_group_name = data.azurerm_resource_group.this.name
-  description         = "Azure OpenAI account ${azurerm_cognitive_account.openai.name}"
-  protocol            = "http"
-  url                 = local.openai_base_url
-
-  tls {
-    validate_certificate_chain = true
-    validate_certificate_name  = true
-  }
 }
 
 resource "azurerm_api_management_policy_fragment" "chargeback" {
@@ -198,7 +179,7 @@ resource "azurerm_api_management_api_policy" "openai" {
   xml_content         = file("${local.policy_dir}/azure-openai-api.xml")
 
   depends_on = [
-    azurerm_api_management_backend.openai,
+    azapi_resource.apim_openai_pool,
     azurerm_api_management_policy_fragment.chargeback,
     azurerm_api_management_named_value.plain,
     azurerm_api_management_named_value.forwarder_key,

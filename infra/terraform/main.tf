@@ -1,6 +1,6 @@
 # Azure side of the chargeback pipeline in one existing resource group per environment; the same
 # resources as infra/bicep/main.bicep (see README.md for the mapping):
-#   client -> APIM (apim_policies/) -> Azure OpenAI
+#   client -> APIM (apim_policies/) -> Azure OpenAI pool (PTU first, pay-as-you-go in two regions)
 #              `-> forwarding Function -> raw container -> Dagster on Container Apps -> lake container
 #
 #   terraform init && terraform apply -var-file=environments/dev.tfvars
@@ -14,8 +14,7 @@ data "azurerm_resource_group" "this" {
 }
 
 locals {
-  location        = coalesce(var.location, data.azurerm_resource_group.this.location)
-  openai_location = coalesce(var.openai_location, local.location)
+  location = coalesce(var.location, data.azurerm_resource_group.this.location)
   # Stable per resource group, like uniqueString(resourceGroup().id) in Bicep (different value).
   suffix    = substr(sha1(data.azurerm_resource_group.this.id), 0, 13)
   prefix    = lower(var.name_prefix)
@@ -32,6 +31,8 @@ locals {
     host_storage          = "stfn${local.prefix}${substr(local.suffix, 0, 10)}"
     key_vault             = "kv-${local.prefix}-${substr(local.suffix, 0, 12)}"
     openai                = "oai-${local.prefix}-${local.suffix}"
+    openai_secondary      = "oai-${local.prefix}-2-${local.suffix}"
+    openai_ptu            = "oai-${local.prefix}-ptu-${local.suffix}"
     function_app          = "func-${local.prefix}-${local.suffix}"
     function_plan         = "plan-${local.base_name}-${local.suffix}"
     apim                  = "apim-${local.base_name}-${local.suffix}"

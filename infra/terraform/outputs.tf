@@ -45,9 +45,14 @@ output "pseudonym_key_secret_name" {
   value       = local.pseudonym_key_secret_name
 }
 
-output "openai_endpoint" {
-  description = "Azure OpenAI endpoint behind the gateway."
-  value       = azurerm_cognitive_account.openai.endpoint
+output "openai_endpoints" {
+  description = "Azure OpenAI endpoints behind the gateway, by APIM backend id."
+  value       = { for id, account in azurerm_cognitive_account.openai : id => account.endpoint }
+}
+
+output "apim_backend_ids" {
+  description = "APIM backend ids of the pool members; each must be a backend_id of dbt_like_sql/seeds/deployments.csv."
+  value       = keys(azapi_resource.apim_openai_backend)
 }
 
 output "log_analytics_workspace_id" {

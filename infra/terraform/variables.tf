@@ -25,15 +25,29 @@ variable "name_prefix" {
 }
 
 variable "location" {
-  description = "Azure region of every resource except the Azure OpenAI account; null means the resource group's region."
+  description = "Azure region of every resource except the Azure OpenAI accounts; null means the resource group's region."
   type        = string
   default     = null
 }
 
 variable "openai_location" {
-  description = "Azure region of the Azure OpenAI account (model availability differs by region); null means location."
+  description = "Primary Azure OpenAI region: the PTU account (when openai_ptu_deployments is set) and the first pay-as-you-go account."
   type        = string
-  default     = null
+  default     = "eastus"
+  validation {
+    condition     = length(var.openai_location) > 0
+    error_message = "openai_location must not be empty."
+  }
+}
+
+variable "openai_secondary_location" {
+  description = "Secondary Azure OpenAI region: the second pay-as-you-go account, which takes the spill when the primary is throttled or down."
+  type        = string
+  default     = "westeurope"
+  validation {
+    condition     = var.openai_secondary_location != var.openai_location
+    error_message = "openai_secondary_location must differ from openai_location."
+  }
 }
 
 variable "tags" {
@@ -109,7 +123,7 @@ variable "key_vault_secret_officer_principal_ids" {
 }
 
 variable "openai_deployments" {
-  description = "Azure OpenAI model deployments; names must match dbt_like_sql/seeds/deployments.csv."
+  description = "Pay-as-you-go model deployments, created in both regions; names must match dbt_like_sql/seeds/deployments.csv."
   type = list(object({
     name     = string
     model    = string
@@ -126,6 +140,72 @@ variable "openai_deployments" {
       ["GlobalStandard", "DataZoneStandard", "Standard", "GlobalProvisionedManaged", "DataZoneProvisionedManaged", "ProvisionedManaged", "GlobalBatch", "DataZoneBatch"],
     d.sku_name)])
     error_message = "openai_deployments[*].sku_name must be an Azure OpenAI deployment type such as GlobalStandard."
+  }
+}
+
+variable "openai_ptu_deployments" {
+  description = "Provisioned (PTU) deployments of a third account in the primary region, at pool priority 1; use the names of openai_deployments so the spill serves the same paths. Empty: no PTU backend."
+  type = list(object({
+    name     = string
+    model    = string
+    version  = string
+    sku_name = string
+    capacity = number
+  }))
+  default = []
+  validation {
+    condition     = alltrue([for d in var.openai_ptu_deployments : endswith(d.sku_name, "ProvisionedManaged")])
+    error_message = "openai_ptu_deployments[*].sku_name must be a provisioned type such as ProvisionedManaged."
+  }
+}
+
+variable "openai_primary_weight" {
+  description = "Weight of the primary pay-as-you-go account within pool priority 2."
+  type        = number
+  default     = 1
+  validation {
+    condition     = var.openai_primary_weight >= 1 && var.openai_primary_weight <= 1000
+    error_message = "openai_primary_weight must be between 1 and 1000."
+  }
+}
+
+variable "openai_secondary_weight" {
+  description = "Weight of the secondary pay-as-you-go account within pool priority 2."
+  type        = number
+  default     = 1
+  validation {
+    condition     = var.openai_secondary_weight >= 1 && var.openai_secondary_weight <= 1000
+    error_message = "openai_secondary_weight must be between 1 and 1000."
+  }
+}
+
+variable "circuit_breaker_failure_count" {
+  description = "Failures (429, 5xx, connection failure, timeout) within circuit_breaker_interval_seconds that trip a pool member; 1 spills a throttled PTU backend at once."
+  type        = number
+  default     = 1
+  validation {
+    condition     = var.circuit_breaker_failure_count >= 1 && var.circuit_breaker_failure_count <= 100
+    error_message = "circuit_breaker_failure_count must be between 1 and 100."
+  }
+}
+
+variable "circuit_breaker_interval_seconds" {
+  description = "Seconds over which a pool member's failures are counted."
+  type        = number
+  default     = 10
+  validation {
+    condition     = var.circuit_breaker_interval_seconds >= 1 && var.circuit_breaker_interval_seconds <= 3600
+    error_message = "circuit_breaker_interval_seconds must be between 1 and 3600."
+  }
+}
+
+variable "circuit_breaker_trip_seconds" {
+  description = "Seconds a tripped pool member is skipped when it sent no Retry-After header."
+  type        = number
+  default     = 10
+  validation {
+    condition     = var.circuit_breaker_trip_seconds >= 1 && var.circuit_breaker_trip_seconds <= 3600
+    error_message = "circuit_breaker_trip_seconds must be between 1 and 3600."
   }
 }
 
@@ -155,12 +235,6 @@ variable "apim_publisher_name" {
     condition     = length(var.apim_publisher_name) > 0
     error_message = "apim_publisher_name must not be empty."
   }
-}
-
-variable "apim_backend_id" {
-  description = "APIM backend id of the Azure OpenAI account; must be a backend_id of dbt_like_sql/seeds/deployments.csv. null means aoai-<openai_location>-1."
-  type        = string
-  default     = null
 }
 
 variable "streaming_mode" {

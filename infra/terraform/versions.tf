@@ -6,8 +6,8 @@ terraform {
       source  = "hashicorp/azurerm"
       version = "~> 4.30"
     }
-    # Only for what azurerm has no resource for yet: the APIM Azure Monitor logger and the API
-    # diagnostic with LLM (token) logging.
+    # Only for what azurerm has no resource for yet: the APIM Azure Monitor logger, the API
+    # diagnostic with LLM (token) logging, and backends with circuit breakers and the pool.
     azapi = {
       source  = "Azure/azapi"
       version = "~> 2.4"

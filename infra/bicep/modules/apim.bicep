@@ -1,7 +1,7 @@
-// API Management in front of Azure OpenAI: the service and its identity (Cognitive Services OpenAI
-// User on the account, Key Vault Secrets User on the forwarder key), the named values the policies
-// read, the Azure OpenAI backend and API with apim_policies/azure-openai-api.xml, the policy
-// fragments, the genai-free/basic/premium products with their policies, and Azure Monitor logging
+// API Management in front of Azure OpenAI: the service and its identity (Key Vault Secrets User on
+// the forwarder key), the named values the policies read, the Azure OpenAI backend pool with its
+// circuit breakers (apim-backends.bicep, which also grants Cognitive Services OpenAI User on every
+// account), the API with apim_policies/azure-openai-api.xml, the policy fragments, the genai-free/basic/premium products with their policies, and Azure Monitor logging
 // (gateway logs and LLM token logs, never prompt or completion text) into Log Analytics.
 
 @description('Azure region of the service.')
@@ -40,11 +40,24 @@ param publisherEmail string
 @minLength(1)
 param publisherName string
 
-@description('Name of the Azure OpenAI account (openai module).')
-param openAiAccountName string
+@description('Azure OpenAI accounts of the backend pool: [{ id (APIM backend id that envelopes report as backend.id; a backend_id of dbt_like_sql/seeds/deployments.csv), accountName, priority (1 first: PTU), weight (share within its priority) }].')
+@minLength(1)
+param openAiBackends array
 
-@description('Backend id the policies route to (named value chargeback-backend-id) and that envelopes report as backend.id; must be a backend_id of dbt_like_sql/seeds/deployments.csv.')
-param openAiBackendId string
+@description('Failures (429, 5xx, connection failure, timeout) within circuitBreakerIntervalSeconds that trip a pool member.')
+@minValue(1)
+@maxValue(100)
+param circuitBreakerFailureCount int = 1
+
+@description('Seconds over which a pool member\'s failures are counted.')
+@minValue(1)
+@maxValue(3600)
+param circuitBreakerIntervalSeconds int = 10
+
+@description('Seconds a tripped pool member is skipped when it sent no Retry-After header.')
+@minValue(1)
+@maxValue(3600)
+param circuitBreakerTripSeconds int = 10
 
 @description('Forwarding Function URL (named value chargeback-forwarder-url).')
 param forwarderUrl string
@@ -96,7 +109,6 @@ param forwarderAudience string = ''
 @description('Resource id of the Log Analytics workspace for gateway and LLM logs.')
 param workspaceId string
 
-var openAiUserRoleId = '5e0bd9bd-7b93-4f28-af87-19fc36ad61bd'
 var keyVaultSecretsUserRoleId = '4633458b-17de-408a-b874-0445c86b69e6'
 
 // Product policies live in apim_policies/products/<product>.xml (loadTextContent needs literals).
@@ -184,20 +196,11 @@ resource apim 'Microsoft.ApiManagement/service@2024-05-01' = {
   }
 }
 
-resource openAi 'Microsoft.CognitiveServices/accounts@2024-10-01' existing = {
-  name: openAiAccountName
-}
-
-// The gateway calls Azure OpenAI with its managed identity (keys are disabled on the account).
-resource openAiUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(openAi.id, apim.id, openAiUserRoleId)
-  scope: openAi
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', openAiUserRoleId)
-    principalId: apim.identity.principalId
-    principalType: 'ServicePrincipal'
-  }
-}
+// The pool the policy routes to, and how the envelope names the member that served a call: each
+// account's host (its custom subdomain) mapped to its backend id.
+var backendPoolName = 'aoai-pool'
+var openAiDomain = 'openai.azure.com'
+var backendHosts = [for backend in openAiBackends: '${backend.accountName}.${openAiDomain}=${backend.id}']
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
   name: keyVaultName
@@ -235,8 +238,16 @@ var plainNamedValues = [
     value: empty(forwarderAudience) ? 'not-configured' : forwarderAudience
   }
   {
-    name: 'chargeback-backend-id'
-    value: openAiBackendId
+    name: 'chargeback-backend-pool'
+    value: backendPoolName
+  }
+  {
+    name: 'chargeback-backend-retries'
+    value: string(max(length(openAiBackends) - 1, 1))
+  }
+  {
+    name: 'chargeback-backend-hosts'
+    value: join(backendHosts, ',')
   }
   {
     name: 'chargeback-streaming-mode'
@@ -290,17 +301,15 @@ resource forwarderKeyValue 'Microsoft.ApiManagement/service/namedValues@2024-05-
   ]
 }
 
-resource backend 'Microsoft.ApiManagement/service/backends@2024-05-01' = {
-  parent: apim
-  name: openAiBackendId
-  properties: {
-    description: 'Azure OpenAI account ${openAi.name}'
-    protocol: 'http'
-    url: '${openAi.properties.endpoint}openai'
-    tls: {
-      validateCertificateChain: true
-      validateCertificateName: true
-    }
+module backendPool 'apim-backends.bicep' = {
+  name: '${deployment().name}-backends'
+  params: {
+    apimName: apim.name
+    backends: openAiBackends
+    poolName: backendPoolName
+    circuitBreakerFailureCount: circuitBreakerFailureCount
+    circuitBreakerIntervalSeconds: circuitBreakerIntervalSeconds
+    circuitBreakerTripSeconds: circuitBreakerTripSeconds
   }
 }
 
@@ -321,7 +330,8 @@ resource api 'Microsoft.ApiManagement/service/apis@2024-05-01' = {
     protocols: [
       'https'
     ]
-    serviceUrl: '${openAi.properties.endpoint}openai'
+    // Overridden by set-backend-service (the pool); the first member stands in as the default.
+    serviceUrl: 'https://${openAiBackends[0].accountName}.${openAiDomain}/openai'
     subscriptionRequired: true
     subscriptionKeyParameterNames: {
       header: 'api-key'
@@ -356,7 +366,7 @@ resource apiPolicy 'Microsoft.ApiManagement/service/apis/policies@2024-05-01' = 
     value: loadTextContent('../../../apim_policies/azure-openai-api.xml')
   }
   dependsOn: [
-    backend
+    backendPool
     fragments
     namedValues
     forwarderKeyValue
@@ -501,3 +511,9 @@ output productIds array = [for p in products: p.name]
 
 @description('Policy fragment ids deployed from apim_policies/fragments/.')
 output fragmentIds array = fragments.outputs.fragmentIds
+
+@description('APIM backend id of the Azure OpenAI pool.')
+output backendPoolName string = backendPool.outputs.poolName
+
+@description('APIM backend ids of the pool members (backend_id values of deployments.csv).')
+output backendIds array = backendPool.outputs.backendIds

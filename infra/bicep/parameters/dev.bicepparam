@@ -12,6 +12,10 @@ param logRetentionDays = 30
 param storageSkuName = 'Standard_LRS'
 param rawRetentionDays = 7
 param keyVaultSoftDeleteRetentionDays = 7
+param openAiLocation = 'eastus'
+param openAiSecondaryLocation = 'westeurope'
+param openAiPrimaryWeight = 1
+param openAiSecondaryWeight = 1
 param openAiDeployments = [
   {
     name: 'gpt-4o-mini'

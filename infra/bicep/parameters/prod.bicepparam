@@ -14,6 +14,19 @@ param logRetentionDays = 90
 param storageSkuName = 'Standard_GZRS'
 param rawRetentionDays = 30
 param keyVaultSoftDeleteRetentionDays = 90
+param openAiLocation = 'eastus'
+param openAiSecondaryLocation = 'westeurope'
+param openAiPtuDeployments = [
+  {
+    name: 'gpt-4o'
+    model: 'gpt-4o'
+    version: '2024-08-06'
+    skuName: 'ProvisionedManaged'
+    capacity: 50
+  }
+]
+param openAiPrimaryWeight = 3
+param openAiSecondaryWeight = 1
 param openAiDeployments = [
   {
     name: 'gpt-4o'

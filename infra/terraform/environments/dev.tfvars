@@ -13,6 +13,11 @@ storage_replication_type             = "LRS"
 raw_retention_days                   = 7
 key_vault_soft_delete_retention_days = 7
 
+openai_location           = "eastus"
+openai_secondary_location = "westeurope"
+openai_primary_weight     = 1
+openai_secondary_weight   = 1
+
 openai_deployments = [
   { name = "gpt-4o-mini", model = "gpt-4o-mini", version = "2024-07-18", sku_name = "GlobalStandard", capacity = 10 },
   { name = "text-embedding-3-small", model = "text-embedding-3-small", version = "1", sku_name = "GlobalStandard", capacity = 10 },

@@ -13,6 +13,11 @@ storage_replication_type             = "ZRS"
 raw_retention_days                   = 14
 key_vault_soft_delete_retention_days = 30
 
+openai_location           = "eastus"
+openai_secondary_location = "westeurope"
+openai_primary_weight     = 1
+openai_secondary_weight   = 1
+
 openai_deployments = [
   { name = "gpt-4o", model = "gpt-4o", version = "2024-08-06", sku_name = "GlobalStandard", capacity = 30 },
   { name = "gpt-4o-mini", model = "gpt-4o-mini", version = "2024-07-18", sku_name = "GlobalStandard", capacity = 30 },
