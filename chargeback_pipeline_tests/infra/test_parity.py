@@ -203,3 +203,15 @@ def test_the_same_pool_members_and_breaker_rule() -> None:
 
 def _snake_var(name: str) -> str:
     return PARAMETER_RENAMES.get(name) or _snake(name)
+
+
+def test_the_same_api_operations() -> None:
+    """Including the versionless v1 routes that OpenAI SDKs and LibreChat call."""
+    operations = iac.bicep_module("apim")["variables"]["operations"]["value"]
+    bicep = {op["name"]: op["urlTemplate"] for op in operations}
+    terraform = {
+        name: body["url_template"]
+        for name, body in iac.terraform()["locals"]["apim_operations"].items()
+    }
+    assert bicep == terraform
+    assert {"/v1/chat/completions", "/v1/embeddings", "/v1/responses"} <= set(bicep.values())

@@ -59,6 +59,11 @@ locals {
     "embeddings"        = { display_name = "Embeddings", url_template = "/deployments/{deployment-id}/embeddings" }
     "image-generations" = { display_name = "Image generations", url_template = "/deployments/{deployment-id}/images/generations" }
     "responses"         = { display_name = "Responses", url_template = "/responses" }
+    # The versionless v1 API (deployment in the body's model): what OpenAI SDKs and LibreChat's
+    # custom endpoints call with base URL <gateway>/openai/v1.
+    "v1-chat-completions" = { display_name = "Chat completions (v1)", url_template = "/v1/chat/completions" }
+    "v1-embeddings"       = { display_name = "Embeddings (v1)", url_template = "/v1/embeddings" }
+    "v1-responses"        = { display_name = "Responses (v1)", url_template = "/v1/responses" }
   }
 }
 

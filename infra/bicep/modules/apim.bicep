@@ -166,6 +166,23 @@ var operations = [
     displayName: 'Responses'
     urlTemplate: '/responses'
   }
+  // The versionless v1 API (deployment in the body's model): what OpenAI SDKs and LibreChat's
+  // custom endpoints call with base URL <gateway>/openai/v1.
+  {
+    name: 'v1-chat-completions'
+    displayName: 'Chat completions (v1)'
+    urlTemplate: '/v1/chat/completions'
+  }
+  {
+    name: 'v1-embeddings'
+    displayName: 'Embeddings (v1)'
+    urlTemplate: '/v1/embeddings'
+  }
+  {
+    name: 'v1-responses'
+    displayName: 'Responses (v1)'
+    urlTemplate: '/v1/responses'
+  }
 ]
 
 resource apim 'Microsoft.ApiManagement/service@2024-05-01' = {
