@@ -6,6 +6,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -44,8 +45,10 @@ def decode_envelope(raw: bytes) -> dict[str, Any]:
     return document
 
 
+@lru_cache(maxsize=65536)
 def pseudonymise(user_id: str | None, key: bytes) -> str | None:
     """Keyed HMAC-SHA256 of a user id: stable per key, not reversible without it."""
+    # Cached: an hour has far fewer users than calls.
     if not user_id:
         return None
     return hmac.new(key, user_id.encode("utf-8"), hashlib.sha256).hexdigest()
@@ -71,18 +74,6 @@ def parse_timestamp(value: Any) -> datetime:
         ) from None
 
 
-def _section(envelope: Mapping[str, Any], name: str, required: bool = False) -> Mapping[str, Any]:
-    value = envelope.get(name)
-    if value is None:
-        if required:
-            raise EnvelopeError("missing_section", f"envelope has no '{name}' section")
-        return {}
-    # Exact type checks: decoded JSON has only builtin types, and abc checks cost per field.
-    if type(value) is not dict:
-        raise EnvelopeError("wrong_type", f"'{name}' is {type(value).__name__}, expected object")
-    return value
-
-
 def _typed(section: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
     value = section.get(key)
     if value is None:
@@ -105,12 +96,68 @@ def _byte_size(section: Mapping[str, Any], where: str) -> int | None:
     return len(body.encode("utf-8")) if isinstance(body, str) else None
 
 
-def _tags(envelope: Mapping[str, Any]) -> dict[str, str]:
-    tags = _section(envelope, "tags")
+def _tags(tags: Mapping[str, Any]) -> Mapping[str, str]:
     for key, value in tags.items():
         if not isinstance(value, str):
             raise EnvelopeError("wrong_type", f"tags.{key} is {type(value).__name__}")
-    return dict(tags)
+    return tags
+
+
+_EMPTY: Mapping[str, Any] = {}
+_SECTIONS: tuple[str, ...] = (
+    "request",
+    "response",
+    "subscription",
+    "product",
+    "caller",
+    "backend",
+    "api",
+)
+_SECTIONS += ("gateway", "gateway_tokens", "tags")
+# Optional string fields copied as they are: (row column, envelope section, key).
+_TEXT_FIELDS = (
+    ("subscription_id", "subscription", "id"),
+    ("subscription_name", "subscription", "name"),
+    ("product_id", "product", "id"),
+    ("api_id", "api", "id"),
+    ("app_id", "caller", "app_id"),
+    ("gateway_region", "gateway", "region"),
+    ("backend_id", "backend", "id"),
+    ("deployment", "backend", "deployment"),
+    ("api_version", "backend", "api_version"),
+)
+
+
+def _sections(envelope: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """The envelope's objects by name (absent or null = empty); anything else is wrong_type."""
+    found: dict[str, Mapping[str, Any]] = {}
+    for name in _SECTIONS:
+        value = envelope.get(name)
+        if value is None:
+            found[name] = _EMPTY
+        elif type(value) is dict:
+            found[name] = value
+        else:
+            raise EnvelopeError(
+                "wrong_type", f"'{name}' is {type(value).__name__}, expected object"
+            )
+    for name in ("request", "response"):
+        if name not in envelope or envelope[name] is None:
+            raise EnvelopeError("missing_section", f"envelope has no '{name}' section")
+    return found
+
+
+def _texts(sections: Mapping[str, Mapping[str, Any]]) -> dict[str, str | None]:
+    """The optional string fields of the row; a non-string value is wrong_type."""
+    row: dict[str, str | None] = {}
+    for column, section, key in _TEXT_FIELDS:
+        value = sections[section].get(key)
+        if value is not None and type(value) is not str:
+            raise EnvelopeError(
+                "wrong_type", f"{section}.{key} is {type(value).__name__}, expected string"
+            )
+        row[column] = value
+    return row
 
 
 def envelope_row(
@@ -128,31 +175,24 @@ def envelope_row(
             "unknown_schema_major", f"schema_version major is not {SUPPORTED_MAJOR}"
         )
     timestamp = parse_timestamp(envelope.get("timestamp"))
-    request = _section(envelope, "request", required=True)
-    response = _section(envelope, "response", required=True)
+    sections = _sections(envelope)
+    request, response = sections["request"], sections["response"]
     status = _typed(response, "status", int, "response")
     if status is None:
         raise EnvelopeError("missing_field", "response has no 'status'")
     if not 0 <= status < 2**31:
         raise EnvelopeError("bad_status", "response.status is not an HTTP status")
-    subscription = _section(envelope, "subscription")
-    product = _section(envelope, "product")
-    caller = _section(envelope, "caller")
-    backend = _section(envelope, "backend")
-    api = _section(envelope, "api")
-    gateway = _section(envelope, "gateway")
-    tags = _tags(envelope)
+    texts = _texts(sections)
+    tags = _tags(sections["tags"])
     body = _typed(response, "body", str, "response")
     streamed = bool(_typed(response, "streamed", bool, "response")) or (
         str(response.get("content_type") or "").startswith("text/event-stream")
     )
     operation = operation_of(
-        _typed(request, "path", str, "request"), _typed(api, "operation_id", str, "api")
+        _typed(request, "path", str, "request"), _typed(sections["api"], "operation_id", str, "api")
     )
     try:
-        usage = resolve_usage(
-            body, streamed, _section(envelope, "gateway_tokens") or None, operation
-        )
+        usage = resolve_usage(body, streamed, sections["gateway_tokens"] or None, operation)
     except UsageRangeError as error:
         raise EnvelopeError("absurd_tokens", str(error)) from None
     except UsageTypeError as error:
@@ -161,22 +201,15 @@ def envelope_row(
         # A successful call with no counts at all is billed from an estimate, and says so.
         request_body = request.get("body") if type(request.get("body")) is str else None
         usage = estimate_usage(request_body, body, streamed) or usage
+    user_id = _typed(sections["caller"], "user_id", str, "caller")
     return {
         "request_id": request_id,
         "timestamp": timestamp,
-        "subscription_id": _typed(subscription, "id", str, "subscription"),
-        "subscription_name": _typed(subscription, "name", str, "subscription"),
-        "product_id": _typed(product, "id", str, "product"),
-        "api_id": _typed(api, "id", str, "api"),
+        **texts,
         "cost_center": tags.get("cost-center"),
         "project": tags.get("project"),
-        "tags": orjson.dumps(tags, option=orjson.OPT_SORT_KEYS).decode(),
-        "user_hash": pseudonymise(_typed(caller, "user_id", str, "caller"), pseudonym_key),
-        "app_id": _typed(caller, "app_id", str, "caller"),
-        "gateway_region": _typed(gateway, "region", str, "gateway"),
-        "backend_id": _typed(backend, "id", str, "backend"),
-        "deployment": _typed(backend, "deployment", str, "backend"),
-        "api_version": _typed(backend, "api_version", str, "backend"),
+        "tags": orjson.dumps(tags, option=orjson.OPT_SORT_KEYS).decode() if tags else "{}",
+        "user_hash": pseudonymise(user_id, pseudonym_key),
         "model": usage.model,
         "operation": operation,
         "status_code": status,

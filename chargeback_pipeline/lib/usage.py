@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -19,10 +19,11 @@ class UsageRangeError(UsageTypeError):
 
 
 INT64_LIMIT = 2**63
+TAIL_READ_FROM = 8 * 1024
+"""Response bodies longer than this (characters) have their usage read from the tail."""
 
 
-@dataclass(frozen=True)
-class Usage:
+class Usage(NamedTuple):
     """Billable quantities of one call and where the numbers came from."""
 
     prompt_tokens: int = 0
@@ -38,6 +39,7 @@ class Usage:
 NO_USAGE = Usage()
 
 
+@lru_cache(maxsize=4096)
 def operation_of(path: str | None, operation_id: str | None = None) -> str:
     """Name the OpenAI operation from the request path (APIM operation id as a fallback)."""
     route = (path or "").split("?", 1)[0].rstrip("/").lower()
@@ -110,7 +112,7 @@ def _usage_from_document(document: Any) -> Usage | None:
     images = len(document["data"]) if _is_image_list(document.get("data")) else 0
     if isinstance(usage, dict):
         found = usage_from_object(usage, _model_of(document))
-        return Usage(**{**found.__dict__, "images": images}) if images else found
+        return found._replace(images=images) if images else found
     if images:
         return Usage(images=images, model=_model_of(document), token_source="reported")
     return None
@@ -151,7 +153,7 @@ def usage_from_sse(body: str) -> Usage | None:
             continue
         found = _usage_from_document(document)
         if found is not None:
-            return found if found.model else Usage(**{**found.__dict__, "model": fallback_model})
+            return found if found.model else found._replace(model=fallback_model)
         if fallback_model is None and isinstance(document, dict):
             fallback_model = _model_of(document)
     return None
@@ -204,13 +206,15 @@ def usage_from_body(body: str | None, streamed: bool, counts_images: bool = Fals
         return None
     if streamed or body.lstrip().startswith(("data:", "event:")):
         return usage_from_sse(body)
-    fast = None if counts_images else usage_from_json_tail(body)
-    if fast is not None:
+    # Below a few KB orjson parses the whole body faster than the tail can be searched; a body
+    # cut short is searched all the same, as its last whole usage object may be there.
+    whole = counts_images or len(body) <= TAIL_READ_FROM
+    if not whole and (fast := usage_from_json_tail(body)) is not None:
         return fast
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return None
+        return usage_from_json_tail(body) if whole and not counts_images else None
     return _usage_from_document(document)
 
 

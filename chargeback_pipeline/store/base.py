@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from chargeback_pipeline.lib.concurrency import bounded_map
 
@@ -21,8 +21,7 @@ SLICE_BYTES = 16 * 1024 * 1024
 """How much of an hour one parse worker reads at a time."""
 
 
-@dataclass(frozen=True)
-class StoredEnvelope:
+class StoredEnvelope(NamedTuple):
     """One stored envelope: the object it was read from, its 1-based line there, its raw bytes."""
 
     source: str

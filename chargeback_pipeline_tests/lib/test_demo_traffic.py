@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-import time
 from collections import Counter
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -91,10 +90,9 @@ def test_with_truth_yields_exactly_generate_day(
     assert truth.envelopes_emitted == len(envelopes)
 
 
-def test_generates_4000_calls_fast() -> None:
-    started = time.perf_counter()
+def test_generates_a_day_of_more_than_4000_calls() -> None:
+    # No timing here: speed is measured by `make bench`, never asserted in tests.
     count = sum(1 for _ in generate_day(date(2026, 3, 2), seed=3))
-    assert time.perf_counter() - started < 2.0
     assert count > 4000
 
 
