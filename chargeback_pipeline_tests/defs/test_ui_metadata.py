@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+from collections.abc import Iterator
 from decimal import Decimal
 
 import dagster as dg
 import orjson
 import polars as pl
 import pytest
+from dagster._core.remote_origin import InProcessCodeLocationOrigin
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster._core.workspace.context import WorkspaceProcessContext
+from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
+from dagster_graphql.test.utils import execute_dagster_graphql
 
 from chargeback_pipeline.definitions import defs
 from chargeback_pipeline.defs.costs import usage_costs
@@ -17,35 +24,49 @@ from chargeback_pipeline.defs.reference import MISSING_VERSION, budgets
 from chargeback_pipeline.lib.reference import content_version
 from chargeback_pipeline.partitions import hourly_partitions
 from chargeback_pipeline.resources import ChargebackSettings
-from chargeback_pipeline_tests.conftest import SEEDS
+from chargeback_pipeline_tests.conftest import EXAMPLES, SEEDS
 from chargeback_pipeline_tests.defs.test_assets import HOUR, forward, forward_examples, table
 
 HOURLY_ASSETS = ("usage_events", "quarantined_envelopes", "usage_costs")
 
 
-@pytest.fixture
-def hour_run(chargeback_env, example, monkeypatch) -> dg.ExecuteInProcessResult:
+@pytest.fixture(scope="module")
+def hour_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dg.ExecuteInProcessResult]:
     """The contract's examples, one call with estimated tokens and one envelope to quarantine,
-    materialised for HOUR."""
-    forward_examples()
-    unmetered = example("chat_stream_passthrough")
-    unmetered["request_id"] = "no-usage-anywhere"
-    unmetered["gateway_tokens"] = None  # so its tokens are estimated from the prompt's length
-    forward(orjson.dumps(unmetered))
-    monkeypatch.setenv("CHARGEBACK_ESTIMATED_WARN_SHARE", "0")  # a failed check, per hour too
-    broken = example("chat_completion")
-    broken["request_id"] = "bad-one"
-    broken["elapsed_ms"] = "not a number"
-    forward(orjson.dumps(broken))
-    with dg.DagsterInstance.get() as instance:
-        result = dg.materialize(
-            [ingested_envelopes, usage_costs],
-            partition_key=HOUR,
-            resources={"chargeback": ChargebackSettings()},
-            instance=instance,
-        )
-    assert result.success
-    return result
+    materialised for HOUR once: the tests only read what the run recorded."""
+    root = tmp_path_factory.mktemp("ui_hour")
+    home = root / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {
+            "CHARGEBACK_STORE": root / "store",
+            "CHARGEBACK_LAKE": root / "lake",
+            "CHARGEBACK_DUCKDB": root / "marts.duckdb",
+            "CHARGEBACK_PSEUDONYM_KEY": "test-pseudonym-key",
+            "CHARGEBACK_ESTIMATED_WARN_SHARE": "0",  # so one check fails, per hour too
+            "DAGSTER_HOME": home,
+        }.items():
+            patch.setenv(name, str(value))
+        patch.delenv("CHARGEBACK_REFERENCE_DIR", raising=False)
+        forward_examples()
+        unmetered = json.loads((EXAMPLES / "chat_stream_passthrough.json").read_text())
+        unmetered["request_id"] = "no-usage-anywhere"
+        unmetered["gateway_tokens"] = None  # so its tokens are estimated from the prompt
+        forward(orjson.dumps(unmetered))
+        broken = json.loads((EXAMPLES / "chat_completion.json").read_text())
+        broken["request_id"] = "bad-one"
+        broken["elapsed_ms"] = "not a number"
+        forward(orjson.dumps(broken))
+        with dg.DagsterInstance.get() as instance:
+            result = dg.materialize(
+                [ingested_envelopes, usage_costs],
+                partition_key=HOUR,
+                resources={"chargeback": ChargebackSettings()},
+                instance=instance,
+            )
+        assert result.success
+        yield result
 
 
 def metadata_of(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, object]:
@@ -129,6 +150,54 @@ def test_hourly_checks_are_partitioned_and_results_name_the_hour(hour_run):
     assert (
         statuses["estimated_share"] == "FAILED" and statuses["envelopes_reconciled"] == "SUCCEEDED"
     )
+
+
+CHECK_STATUSES = """
+query ($keys: [AssetKeyInput!]) {
+  assetNodes(assetKeys: $keys) {
+    assetKey { path }
+    assetChecksOrError {
+      ... on AssetChecks {
+        checks {
+          name
+          partitionStatuses {
+            ... on AssetCheckTimePartitionStatuses { ranges { startKey endKey status } }
+          }
+        }
+      }
+    }
+  }
+}
+"""
+
+
+def check_statuses_over_graphql(instance: dg.DagsterInstance) -> dict[str, list[tuple]]:
+    """What the UI's check tab reads: per check, its (start, end, status) partition ranges."""
+    origin = InProcessCodeLocationOrigin(
+        LoadableTargetOrigin(module_name="chargeback_pipeline.definitions", attribute="defs"),
+        location_name="chargeback",
+    )
+    keys = [{"path": [asset]} for asset in HOURLY_ASSETS]
+    with WorkspaceProcessContext(instance, InProcessWorkspaceLoadTarget([origin])) as process:
+        answer = execute_dagster_graphql(
+            process.create_request_context(), CHECK_STATUSES, {"keys": keys}
+        )
+    assert not answer.errors, answer.errors
+    return {
+        f"{node['assetKey']['path'][0]}.{check['name']}": [
+            (r["startKey"], r["endKey"], r["status"]) for r in check["partitionStatuses"]["ranges"]
+        ]
+        for node in answer.data["assetNodes"]
+        for check in node["assetChecksOrError"]["checks"]
+    }
+
+
+def test_graphql_shows_each_hourly_check_status_for_the_hour(hour_run):
+    with dg.DagsterInstance.get() as instance:
+        statuses = check_statuses_over_graphql(instance)
+    assert len(statuses) == 7
+    assert statuses.pop("usage_events.estimated_share") == [(HOUR, HOUR, "FAILED")]
+    assert set(map(tuple, statuses.values())) == {((HOUR, HOUR, "SUCCEEDED"),)}
 
 
 def test_every_hourly_check_spec_carries_the_hourly_partitions():
