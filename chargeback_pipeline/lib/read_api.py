@@ -20,8 +20,9 @@ from chargeback_pipeline.lib.delta import table_exists, table_uri
 
 GROUP_BY = ("cost_center", "subscription_id", "model", "deployment_type")
 TOKEN_KINDS = ("prompt", "cached", "completion", "total")
-MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
-DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+MONTH = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
+DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+"""Whole-string patterns (`fullmatch`): ASCII digits only, no trailing newline."""
 HOUR_KEY = "%Y-%m-%d-%H:%M"
 
 Json = dict[str, Any]
@@ -44,7 +45,7 @@ def parse_day(text: str | None, name: str) -> date | None:
     if text is None:
         return None
     try:
-        if DAY.match(text):
+        if DAY.fullmatch(text):
             return date.fromisoformat(text)
     except ValueError:
         pass
@@ -53,7 +54,7 @@ def parse_day(text: str | None, name: str) -> date | None:
 
 def parse_month(text: str | None, name: str = "month") -> str | None:
     """An optional `YYYY-MM` query parameter."""
-    if text is None or MONTH.match(text):
+    if text is None or MONTH.fullmatch(text):
         return text
     raise BadRequest(f"{name} must be YYYY-MM (e.g. 2026-11), got {text!r}")
 
