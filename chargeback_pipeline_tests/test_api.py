@@ -229,7 +229,25 @@ def test_metrics_parse_and_match_the_month(api: Api) -> None:
 
 
 @pytest.mark.slow
+def test_a_build_holding_the_marts_gives_503_with_retry_after_then_recovers(api: Api) -> None:
+    # a read-write connection takes the file's lock, as `chargeback materialize` does
+    writer = duckdb.connect(str(load_settings().duckdb_path))
+    try:
+        report = api.get("/api/v1/chargeback/report", month=MONTH)
+        assert report.status_code == 503 and report.headers["retry-after"] == "5"
+        assert "being rebuilt" in report.json()["error"]["message"]
+        metrics = api.get("/api/v1/metrics", month=MONTH)
+        assert metrics.status_code == 200
+        assert 'chargeback_up{component="marts"} 0.0' in metrics.text
+    finally:
+        writer.close()
+    assert api.get("/api/v1/chargeback/report", month=MONTH).status_code == 200
+
+
+@pytest.mark.slow
 def test_unknown_route_and_method_answer_json_errors(api: Api) -> None:
+    head = requests.head(f"{api.base_url}/api/v1/usage/summary", timeout=30)
+    assert head.status_code == 401
     response = api.get("/api/v1/nothing-here")
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
     post = requests.post(f"{api.base_url}/api/v1/health", timeout=30)
