@@ -156,8 +156,18 @@ def _upgrade_check(upgrade: TokenUpgrade, logs: HourLogs) -> dg.AssetCheckResult
     owners=c.OWNERS,
     kinds={"azure", "polars"},
     check_specs=[
-        dg.AssetCheckSpec(LOST_CHECK, asset=USAGE_RECONCILIATION),
-        dg.AssetCheckSpec(UPGRADE_CHECK, asset=USAGE_RECONCILIATION),
+        dg.AssetCheckSpec(
+            LOST_CHECK,
+            asset=USAGE_RECONCILIATION,
+            description="Every gateway call in Log Analytics reached the lake (or its quarantine).",
+            partitions_def=hourly_partitions,
+        ),
+        dg.AssetCheckSpec(
+            UPGRADE_CHECK,
+            asset=USAGE_RECONCILIATION,
+            description="Gateway or estimated counts upgraded from ApiManagementGatewayLlmLog.",
+            partitions_def=hourly_partitions,
+        ),
     ],
     retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL),
 )
