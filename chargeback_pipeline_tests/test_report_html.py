@@ -5,6 +5,7 @@ Chromium is the Debian package `chromium`; `make chromium` (part of `make test`)
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from decimal import Decimal
@@ -98,3 +99,18 @@ def test_chromium_renders_the_report_with_the_marts_totals(report_page: Path, tm
     # the charts' first bar colour, drawn at its native size: the data-URI images were shown
     first = (np.array(colormaps["tab20"](0)[:3]) * 255).round().astype(np.uint8)
     assert (rgb == first).all(axis=1).sum() > 500
+
+
+def test_cli_writes_beside_the_marts_by_default_and_refuses_a_bad_month(
+    report_page: Path, chargeback_env: Path, capsys: pytest.CaptureFixture[str]
+):
+    capsys.readouterr()
+    assert main(["report", "--format", "html", "--month", "2026-11"]) == 0
+    written = chargeback_env / "reports" / "chargeback-2026-11.html"
+    assert capsys.readouterr().out.strip() == str(written)
+    # same marts, same month: the same page but for its generation time
+    strip = re.compile(r"generated [0-9: -]+UTC")
+    assert strip.sub("", written.read_text()) == strip.sub("", report_page.read_text())
+
+    assert main(["report", "--format", "html", "--month", "2026-13"]) == 2
+    assert "YYYY-MM" in capsys.readouterr().err
