@@ -27,6 +27,10 @@ setup(
         "duckdb-extension-azure==1.5.5",
         "pandera[polars]==0.35.0",
         "orjson==3.13.0",
+        "matplotlib==3.11.2",
+        "prometheus-client==0.26.0",
+        "starlette==1.10.0",
+        "uvicorn==0.54.0",
     ],
     extras_require={
         "dev": [
@@ -39,6 +43,12 @@ setup(
             "hypothesis==6.170.15",
             "pandas==3.1.1",
             "python-hcl2==8.1.4",
+            "schemathesis==4.32.5",
+            "dagster-graphql==1.13.27",
+        ],
+        # The Dagster image (Dockerfile): run storage in PostgreSQL.
+        "deploy": [
+            "dagster-postgres==0.29.27",
         ],
     },
     entry_points={"console_scripts": ["chargeback=chargeback_pipeline.cli:main"]},
