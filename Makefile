@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: demo test lint typecheck unit lint-infra dev azurite bench bench-store mono clean
+.PHONY: demo test lint typecheck unit lint-infra dev azurite bench bench-store mono chromium clean
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ mono:
 	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	      $(MONO_PACKAGES); }
 
+# Headless Chromium (Debian package): the HTML report test renders the page and screenshots it.
+CHROMIUM_PACKAGES := chromium fonts-dejavu-core
+chromium:
+	@command -v chromium >/dev/null || \
+	  { $(SUDO) apt-get update -qq && \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      $(CHROMIUM_PACKAGES); }
+
 demo: $(STAMP)
 	$(BIN)/chargeback demo
 
@@ -40,11 +48,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy chargeback_pipeline/lib
 
-unit: $(STAMP) $(NODE_STAMP) mono
+unit: $(STAMP) $(NODE_STAMP) mono chromium
 	$(BIN)/pytest
 
-# checkov (offline, own venv .venv-checkov) over infra/bicep and infra/terraform; terraform fmt
-# where a terraform binary exists.
+# checkov (offline, own venv .venv-checkov) over infra/bicep, infra/terraform, the Dockerfile and
+# .github/workflows; terraform fmt where a terraform binary exists.
 lint-infra:
 	bash infra/scripts/lint_infra.sh
 

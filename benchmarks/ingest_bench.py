@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from random import Random
 from typing import Any
@@ -35,11 +36,16 @@ from chargeback_pipeline.lib import tables
 from chargeback_pipeline.lib.costs import usage_costs
 from chargeback_pipeline.lib.delta import keep_first_detection, replace_hour, table_uri
 from chargeback_pipeline.lib.demo_traffic import generate_hour
-from chargeback_pipeline.lib.ingest import ingest_hour
+from chargeback_pipeline.lib.ingest import ingest_slices
 from chargeback_pipeline.lib.marts import build_marts
 from chargeback_pipeline.lib.reference import load_reference
 from chargeback_pipeline.settings import PROJECT_ROOT
-from chargeback_pipeline.store import LocalEnvelopeStore, read_hour
+from chargeback_pipeline.store import (
+    SLICE_BYTES,
+    LocalEnvelopeStore,
+    hour_slices,
+    read_store_slice,
+)
 
 HOUR_START = datetime(2026, 11, 26, 13, tzinfo=UTC)
 HOUR = "2026-11-26-13:00"
@@ -167,8 +173,10 @@ def ingest_child(store_root: str, lake: str) -> dict[str, float]:
     reference = load_reference(SEEDS)
     workers = int(os.environ.get("CHARGEBACK_PARSE_WORKERS") or os.cpu_count() or 1)
     started = time.perf_counter()
-    stored = read_hour(LocalEnvelopeStore(Path(store_root)), HOUR)
-    outcome = ingest_hour(stored, HOUR, reference.deployments, PSEUDONYM_KEY, workers)
+    # What the ingest asset does: workers read their own slices of the hour from the store.
+    slices = hour_slices(LocalEnvelopeStore(Path(store_root)).list_hour(HOUR), SLICE_BYTES)
+    read = partial(read_store_slice, store_root, "envelopes")
+    outcome = ingest_slices(read, slices, HOUR, reference.deployments, PSEUDONYM_KEY, workers)
     parsed = time.perf_counter()
     earlier = pl.DataFrame(schema=tables.QUARANTINED_ENVELOPES)
     quarantined = keep_first_detection(outcome.quarantined, earlier, datetime.now(UTC))
