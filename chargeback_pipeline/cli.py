@@ -28,7 +28,22 @@ EXAMPLES = """examples:
   chargeback report --month 2026-11 --format focus --out exports/  # FOCUS 1.2 files
   chargeback forget-user 3f1c9a2e-user              # erasure: rows kept, attributed to no user
   chargeback sql --query "select * from chargeback_monthly"   # or --file docs/cookbook.sql
+  chargeback serve-api --port 8080                  # read API (JSON + Prometheus) over the marts
+  chargeback report --format html --out reports/    # one self-contained page with charts
 """
+
+# One example per command, shown by `chargeback COMMAND --help`.
+COMMAND_EXAMPLES = {
+    "demo": "chargeback demo --day 2026-11-26 --calls 2000 --history-days 0",
+    "forward": "cat calls.ndjson | chargeback forward -   # or: chargeback forward calls.ndjson",
+    "serve-forwarder": "chargeback serve-forwarder --port 7071   # POST /api/envelopes",
+    "gateway": "chargeback gateway --backend aoai-eastus-ptu=simulator,priority=1 "
+    "--backend aoai-eastus-1=simulator,priority=2",
+    "simulate-openai": "chargeback simulate-openai --port 8081",
+    "materialize": "chargeback materialize --start 2026-11-26T00 --end 2026-11-27T00",
+    "report": "chargeback report --month 2026-11 --format csv > 2026-11.csv",
+    "forget-user": "chargeback forget-user 3f1c9a2e-user   # the id as the gateway saw it",
+}
 
 
 # Runs of one hour never overlap: the queue admits one run per partition key at a time.
@@ -370,6 +385,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_examples(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Give each command without an epilog its example from COMMAND_EXAMPLES."""
+    for name, parser in commands.choices.items():
+        if parser.epilog is None and name in COMMAND_EXAMPLES:
+            parser.epilog = f"example:\n  {COMMAND_EXAMPLES[name]}"
+            parser.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chargeback",
@@ -475,6 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--param", action="append", default=[], help="bind $name: --param user_hash=<hash>"
     )
     sql.set_defaults(handler=cmd_sql)
+    _with_examples(commands)
     return parser
 
 

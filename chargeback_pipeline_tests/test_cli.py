@@ -195,6 +195,24 @@ def test_help_mentions_every_command(capsys: pytest.CaptureFixture[str]) -> None
         assert command in out
 
 
+def test_every_command_help_shows_an_example_that_parses(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import shlex
+
+    from chargeback_pipeline.cli import COMMAND_EXAMPLES, build_parser
+
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    for name in commands:
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        assert "example" in capsys.readouterr().out, f"chargeback {name} --help has no example"
+    for name, example in COMMAND_EXAMPLES.items():
+        command = example.split("chargeback ", 1)[1].split("#")[0].split(">")[0]
+        args = build_parser().parse_args(shlex.split(command))
+        assert args.command == name
+
+
 def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([])
