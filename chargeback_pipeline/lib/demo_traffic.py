@@ -69,11 +69,13 @@ DEPLOYMENTS: tuple[Deployment, ...] = (
     Deployment("text-embedding-3-large", "aoai-eastus-1", "text-embedding-3-large", "eastus"),
     Deployment("text-embedding-3-small", "aoai-eastus-1", "text-embedding-3-small", "eastus"),
     Deployment("dall-e-3", "aoai-eastus-1", "dall-e-3", "eastus"),
-    Deployment("gpt-4o-ptu", "aoai-eastus-ptu", "gpt-4o-2024-08-06", "eastus"),
+    # The APIM pool's PTU member serves the same deployment name (the path is shared).
+    Deployment("gpt-4o", "aoai-eastus-ptu", "gpt-4o-2024-08-06", "eastus"),
 )
-PTU_DEPLOYMENT = "gpt-4o-ptu"
+PTU = DEPLOYMENTS[-1]
 _PTU_SHARE = 0.25
-"""Share of the eastus gpt-4o chats the gateway routes to the provisioned (PTU) deployment."""
+"""Share of the eastus gpt-4o chats the backend pool serves from the provisioned (PTU) member."""
+_PTU_MS_PER_TOKEN = 9.0
 
 # Mirrors dbt_like_sql/seeds/cost_centers.csv: (subscription, cost center, from, to exclusive).
 COST_CENTER_HISTORY: tuple[tuple[str, str, date, date | None], ...] = (
@@ -155,7 +157,6 @@ _APP_SLOTS = {
 }
 _MS_PER_TOKEN = {
     "gpt-4o": 14.0,
-    "gpt-4o-ptu": 9.0,
     "gpt-4o-mini": 7.0,
     "gpt-4.1": 16.0,
     "gpt-4.1-mini": 8.0,
@@ -685,7 +686,7 @@ def _chat_request(rng: Random, ref: str, stream: bool, include_usage: bool) -> _
     deployment = _pick_deployment(rng, _CHAT_MIX)
     # Decided from the call's reference, not drawn from rng, so every other call stays the same.
     if deployment is DEPLOYMENTS[0] and Random(f"ptu/{ref}").random() < _PTU_SHARE:
-        deployment = _deployment(PTU_DEPLOYMENT)
+        deployment = PTU
     version = _api_version(rng, deployment)
     text = _prompt(rng, ref)
     body: dict[str, Any] = {
@@ -1112,7 +1113,10 @@ def _gateway_estimate(rng: Random, usage: Usage) -> dict[str, Any]:
 
 def _latency(rng: Random, deployment: Deployment, usage: Usage) -> int:
     """Gateway time: a base, prompt processing and a per-completion-token rate."""
-    per_token = _MS_PER_TOKEN.get(deployment.deployment, 10.0) * rng.uniform(0.8, 1.25)
+    rate = (
+        _PTU_MS_PER_TOKEN if deployment is PTU else _MS_PER_TOKEN.get(deployment.deployment, 10.0)
+    )
+    per_token = rate * rng.uniform(0.8, 1.25)
     return int(120 + rng.random() * 300 + usage.prompt * 0.03 + usage.completion * per_token)
 
 
@@ -1210,7 +1214,7 @@ def _nbytes(text: str) -> int:
 
 
 def _deployment(name: str) -> Deployment:
-    """The single deployments.csv row of a deployment name."""
+    """The first deployments.csv row of a deployment name."""
     return next(row for row in DEPLOYMENTS if row.deployment == name)
 
 

@@ -188,3 +188,26 @@ def test_allocation_known_tag_then_subscription_then_unallocated(tmp_path):
         "4": ("UNALLOCATED", "unallocated"),
     }
     assert costs.filter(pl.col("request_id") == "2")["cost_center_tag"][0] == "CC-UNKNOWN"
+
+
+def test_a_call_the_pool_served_from_ptu_is_priced_as_provisioned_not_paygo():
+    """Pool members share the deployment name; the backend id decides the deployment type."""
+    from chargeback_pipeline.lib.costs import attach_deployments
+    from chargeback_pipeline.settings import PROJECT_ROOT
+
+    seeds = load_reference(PROJECT_ROOT / "dbt_like_sql" / "seeds")
+    calls = pl.DataFrame(
+        {
+            "deployment": ["gpt-4o", "gpt-4o", "gpt-4o"],
+            "backend_id": ["aoai-eastus-ptu", "aoai-westeurope-1", None],
+            "model": [None, None, None],
+        },
+        schema={"deployment": pl.String, "backend_id": pl.String, "model": pl.String},
+    )
+    typed = attach_deployments(calls.lazy(), seeds.deployments).collect()
+    by_backend = {r["backend_id"]: (r["deployment_type"], r["billing"]) for r in typed.to_dicts()}
+    assert by_backend == {
+        "aoai-eastus-ptu": ("ProvisionedManaged", "ptu"),
+        "aoai-westeurope-1": ("DataZoneStandard", "paygo"),
+        None: ("GlobalStandard", "paygo"),  # no backend id: the name's first row
+    }

@@ -644,5 +644,5 @@ def test_demo_history_spike_and_ptu_traffic() -> None:
 
     ids = [e["request_id"] for e in history + spike + regular]
     assert len(set(ids)) == len({e["request_id"] for e in regular}) + len(history) + len(spike)
-    ptu = [e for e in regular + history if e["backend"]["deployment"] == "gpt-4o-ptu"]
-    assert ptu and {e["backend"]["id"] for e in ptu if e["backend"]["id"]} == {"aoai-eastus-ptu"}
+    ptu = [e for e in regular + history if e["backend"]["id"] == "aoai-eastus-ptu"]
+    assert ptu and {e["backend"]["deployment"] for e in ptu} == {"gpt-4o"}
