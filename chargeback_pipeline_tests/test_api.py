@@ -15,7 +15,9 @@ import duckdb
 import orjson
 import pytest
 import requests
+import schemathesis
 import yaml
+from hypothesis import HealthCheck, settings
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.routing import Route
 
@@ -318,3 +320,20 @@ def test_serve_api_refuses_to_start_without_a_key(capsys: pytest.CaptureFixture[
         mp.delenv("CHARGEBACK_API_KEY", raising=False)
         assert main(["serve-api", "--port", str(free_port())]) == 2
     assert "CHARGEBACK_API_KEY is not set" in capsys.readouterr().err
+
+
+# --- the live server against docs/openapi.yaml (schemathesis) ---------------------------------
+# Schemathesis generates valid and invalid queries for every operation (its coverage phase adds
+# boundary values and undocumented methods) and runs all its checks on each answer: no 5xx,
+# documented status code, content type and headers, body valid against the response schema,
+# invalid input rejected, and (re-sending without and with a wrong key) authentication enforced.
+# It lives in this module to share the module's one lake, marts and server.
+
+schema = schemathesis.openapi.from_path(SPEC)
+
+
+@pytest.mark.slow
+@schema.parametrize()
+@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
+def test_live_server_conforms_to_the_spec(case: schemathesis.Case, api: Api) -> None:
+    case.call_and_validate(base_url=api.base_url, headers={"x-api-key": api.key})
