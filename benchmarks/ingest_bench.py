@@ -360,6 +360,7 @@ def measure_size(count: int, folder: Path, threads: int, full: bool) -> dict[str
         result["http_n"] = len(sample)
         result["http_s"] = forward_over_http(sample, folder / f"http-{count}", threads)
     del bodies
+    os.sync()  # the forwarder's writes reach the disk now, not during the measured ingest
     result["ingest"] = run_ingest(store, folder / f"lake-{count}")
     if full:
         result["floor_s"] = floor(store)
