@@ -280,3 +280,18 @@ def test_no_secret_or_tenant_specific_value_is_hard_coded() -> None:
         text = path.read_text()
         assert not re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-", text), path
         assert "azurewebsites.net" not in text and "openai.azure.com" not in text, path
+
+
+def test_the_answer_names_the_envelope_and_leaves_azure_request_id_alone() -> None:
+    """Clients find their usage row by x-chargeback-request-id, as with `chargeback gateway`;
+    Azure OpenAI's own x-request-id is what Microsoft support asks for, so it is never replaced."""
+    outbound = parse(API_POLICY).find("outbound")
+    named = {h.get("name"): h for h in outbound.iter("set-header")}
+    assert "x-request-id" not in named
+    assert "context.RequestId" in named["x-chargeback-request-id"].findtext("value")
+    exposed = [h.text for h in parse(API_POLICY).iter("expose-headers") for h in h]
+    assert "x-chargeback-request-id" in exposed
+
+    from chargeback_pipeline.gateway.gateway import REQUEST_ID_HEADER
+
+    assert REQUEST_ID_HEADER == "x-chargeback-request-id"

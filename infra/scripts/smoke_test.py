@@ -5,10 +5,11 @@
         --store az://<account>/envelopes [--cost-center CC-3300] [--timeout 300]
 
 The call carries `x-chargeback-smoke-test: <run id>` so it is recognisable in chargeback, and is
-matched by APIM's `x-request-id` answer header, which is the envelope's `request_id`. Exit 0 once
-that envelope is stored under its hour prefix; 1 if the call fails or the envelope does not arrive
-before the timeout. Needs only the standard library, azure-identity and azure-storage-blob (the
-Function's requirements.txt) and the repository on PYTHONPATH for the store layout.
+matched by the `x-chargeback-request-id` answer header, which is the envelope's `request_id`.
+Exit 0 once that envelope is stored under its hour prefix; 1 if the call fails or the envelope
+does not arrive before the timeout. Needs only the standard library, azure-identity and
+azure-storage-blob (the Function's requirements.txt) and the repository on PYTHONPATH for the
+store layout.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from chargeback_pipeline.store import open_store
 from chargeback_pipeline.store.base import StoredEnvelope, StoredObject, split_object
 
-REQUEST_ID_HEADERS = ("x-chargeback-request-id", "x-request-id")
-"""Where the envelope's request_id comes back: the local gateway (`chargeback gateway`) sends the
-first and relays the model's own x-request-id; the APIM policy overrides x-request-id with it."""
+REQUEST_ID_HEADERS = ("x-chargeback-request-id",)
+"""Where the envelope's request_id comes back, from APIM and from `chargeback gateway` alike
+(x-request-id stays Azure OpenAI's own id)."""
 KEY_VARIABLE = "APIM_SUBSCRIPTION_KEY"
 CLOCK_SKEW = timedelta(minutes=5)
 """How far APIM's request timestamp may sit before this machine's clock at sending time."""
@@ -85,7 +86,9 @@ def send_call(request: urllib.request.Request, timeout: float = 60) -> str:
     except (urllib.error.URLError, TimeoutError) as error:
         raise SmokeFailure(f"the gateway did not answer: {error}") from None
     if not request_id:
-        raise SmokeFailure("the answer has no x-request-id header (APIM policy not applied?)")
+        raise SmokeFailure(
+            "the answer has no x-chargeback-request-id header (APIM policy not applied?)"
+        )
     return request_id
 
 
