@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -157,11 +158,31 @@ def build_marts(
     values = mart_variables(os.environ) if variables is None else variables
     docs = load_model_docs(sql_dir / "models.yml")
     duckdb_path.parent.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect(str(duckdb_path)) as con:
+    with connect_for_writing(duckdb_path) as con:
         runs = run_models(con, models, sources, values)
         results = [result for model in models for result in run_model_tests(con, model.name, docs)]
         views, skipped = _attach_views(con, lake, storage_options)
     return MartsBuild(runs, results, views, skipped)
+
+
+LOCK_WAIT_SECONDS = 30.0
+
+
+def connect_for_writing(
+    duckdb_path: Path, wait_seconds: float = LOCK_WAIT_SECONDS
+) -> duckdb.DuckDBPyConnection:
+    """Open the marts file for writing, waiting while readers (`chargeback sql`, the read API)
+    hold it: DuckDB refuses a conflicting lock at once instead of waiting."""
+    deadline = time.monotonic() + wait_seconds
+    pause = 0.05
+    while True:
+        try:
+            return duckdb.connect(str(duckdb_path))
+        except duckdb.IOException as error:
+            if "lock" not in str(error).lower() or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 1.0)
 
 
 def _attach_views(
