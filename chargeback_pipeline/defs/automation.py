@@ -42,3 +42,14 @@ marts_automation = dg.AutomationConditionSensorDefinition(
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=60,
 )
+
+reference_observation = dg.AutomationConditionSensorDefinition(
+    "reference_observation",
+    target=dg.AssetSelection.groups(c.REFERENCE_GROUP, include_sources=True),
+    description=(
+        "Observes the reference seeds every 15 minutes, so an edited price book, deployment list, "
+        "cost-center mapping or budget gets a new data version (shown in the UI)."
+    ),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=60,
+)

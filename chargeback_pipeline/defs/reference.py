@@ -12,6 +12,8 @@ from chargeback_pipeline.lib.reference import (
 )
 from chargeback_pipeline.resources import ChargebackSettings
 
+OBSERVE_CRON = "*/15 * * * *"
+"""How often the seeds' data versions are refreshed (the reference_observation sensor)."""
 MISSING_VERSION = "missing"
 """The data version of an optional seed that is absent (budgets.csv): marts read it as empty."""
 
@@ -32,6 +34,9 @@ def reference_asset(file_name: str) -> dg.SourceAsset:
         description=_DESCRIPTIONS[file_name],
         owners=OWNERS,
         tags={"dagster/kind/csv": ""},
+        # An edited seed shows up in the UI (new data version, marts stale) within minutes.
+        automation_condition=dg.AutomationCondition.cron_tick_passed(OBSERVE_CRON)
+        & ~dg.AutomationCondition.in_progress(),
     )
     def _observe(chargeback: ChargebackSettings) -> dg.DataVersion:
         path = chargeback.resolve().reference_dir / file_name
