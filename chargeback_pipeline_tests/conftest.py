@@ -36,18 +36,23 @@ def example() -> Any:
     return load
 
 
-@pytest.fixture
-def chargeback_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """CHARGEBACK_* and DAGSTER_HOME pointing into tmp_path; returns tmp_path."""
-    monkeypatch.setenv("CHARGEBACK_STORE", str(tmp_path / "store"))
-    monkeypatch.setenv("CHARGEBACK_LAKE", str(tmp_path / "lake"))
-    monkeypatch.setenv("CHARGEBACK_DUCKDB", str(tmp_path / "marts.duckdb"))
+def point_env_at(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CHARGEBACK_* and DAGSTER_HOME under root (also for module-scoped fixtures)."""
+    monkeypatch.setenv("CHARGEBACK_STORE", str(root / "store"))
+    monkeypatch.setenv("CHARGEBACK_LAKE", str(root / "lake"))
+    monkeypatch.setenv("CHARGEBACK_DUCKDB", str(root / "marts.duckdb"))
     monkeypatch.setenv("CHARGEBACK_PSEUDONYM_KEY", "test-pseudonym-key")
     monkeypatch.delenv("CHARGEBACK_REFERENCE_DIR", raising=False)
-    home = tmp_path / "dagster_home"
+    home = root / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
+
+
+@pytest.fixture
+def chargeback_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """CHARGEBACK_* and DAGSTER_HOME pointing into tmp_path; returns tmp_path."""
+    point_env_at(tmp_path, monkeypatch)
     return tmp_path
 
 

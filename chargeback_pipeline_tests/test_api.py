@@ -25,7 +25,7 @@ from chargeback_pipeline.api import api_keys, authorised, checked_keys, create_a
 from chargeback_pipeline.cli import materialize_hours, materialize_marts
 from chargeback_pipeline.devtools.azurite import free_port, stop_process, wait_for_port
 from chargeback_pipeline.settings import PROJECT_ROOT, ConfigurationError, load_settings
-from chargeback_pipeline_tests.conftest import EXAMPLES
+from chargeback_pipeline_tests.conftest import EXAMPLES, point_env_at
 from chargeback_pipeline_tests.defs.test_assets import forward, forward_examples
 
 HOURS = ["2026-11-27-13:00", "2026-11-27-15:00"]
@@ -54,19 +54,6 @@ def forward_late_call() -> None:
     envelope["tags"]["cost-center"] = "CC-2200"
     envelope["timestamp"] = "2026-11-27T15:20:00Z"
     forward(orjson.dumps(envelope))
-
-
-def point_env_at(root: Path, mp: pytest.MonkeyPatch) -> None:
-    """CHARGEBACK_* and DAGSTER_HOME under root, as the conftest's chargeback_env does."""
-    mp.setenv("CHARGEBACK_STORE", str(root / "store"))
-    mp.setenv("CHARGEBACK_LAKE", str(root / "lake"))
-    mp.setenv("CHARGEBACK_DUCKDB", str(root / "marts.duckdb"))
-    mp.setenv("CHARGEBACK_PSEUDONYM_KEY", "test-pseudonym-key")
-    mp.delenv("CHARGEBACK_REFERENCE_DIR", raising=False)
-    home = root / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    mp.setenv("DAGSTER_HOME", str(home))
 
 
 @pytest.fixture(scope="module")
