@@ -56,6 +56,7 @@ MAX_BYTES = 256 * 1024 * 1024
 HOUR_3M6 = 3_600_000
 HISTORY_DAYS = 31
 HTTP_SAMPLE = 20_000
+MARTS_DAY_ROWS = 110_000
 MB = 1e6
 
 
@@ -296,8 +297,9 @@ def _naive_usage(response: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def write_history(hour_lake: Path, lake: Path, days: int) -> int:
-    """`days` days before the measured hour, each a copy of its rows spread over 24 hours."""
-    events = pl.read_delta(table_uri(str(hour_lake), c.USAGE_EVENTS))
+    """`days` days before the measured hour, each a copy of (at most MARTS_DAY_ROWS of) its rows
+    spread over 24 hours, so the marts figures do not depend on the hour size measured."""
+    events = pl.read_delta(table_uri(str(hour_lake), c.USAGE_EVENTS)).head(MARTS_DAY_ROWS)
     quarantine = pl.read_delta(table_uri(str(hour_lake), c.QUARANTINED_ENVELOPES))
     reference = load_reference(SEEDS)
     shifted = [_shift(events, back) for back in range(1, days + 1)]
