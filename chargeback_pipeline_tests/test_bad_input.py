@@ -379,6 +379,7 @@ def test_cut_short_body_uses_the_last_whole_usage_or_the_gateway_counts(case):
 ENVELOPE_MB = 100
 MEMORY_PROBE = r"""
 import json, sys
+from functools import partial
 from pathlib import Path
 
 def status_kb(field):
@@ -394,9 +395,9 @@ def reset_peak():
 
 from chargeback_pipeline.forwarder.core import forward_envelope
 from chargeback_pipeline.lib.costs import usage_costs
-from chargeback_pipeline.lib.ingest import ingest_hour
+from chargeback_pipeline.lib.ingest import ingest_hour, ingest_slices
 from chargeback_pipeline.lib.reference import load_reference
-from chargeback_pipeline.store import read_hour
+from chargeback_pipeline.store import SLICE_BYTES, hour_slices, read_store_slice
 from chargeback_pipeline.store.base import StoredEnvelope
 from chargeback_pipeline.store.local import LocalEnvelopeStore
 
@@ -415,7 +416,10 @@ else:
     usage_costs(warm.usage_events, reference)
     reset_peak()
     before = status_kb("VmRSS:")
-    outcome = ingest_hour(read_hour(store, hour), hour, reference.deployments, b"k", workers=2)
+    # As the asset reads it: slices of the store, parse workers when there are several.
+    slices = hour_slices(store.list_hour(hour), SLICE_BYTES)
+    read = partial(read_store_slice, store_root, "envelopes")
+    outcome = ingest_slices(read, slices, hour, reference.deployments, b"k", workers=2)
     costs = usage_costs(outcome.usage_events, reference)
     row = costs.row(0, named=True) if costs.height == 1 else {}
     extra = {

@@ -76,10 +76,9 @@ def ingest_hour(
     hour: str,
     deployments: pl.DataFrame,
     pseudonym_key: bytes,
-    workers: int = 1,
 ) -> HourIngest:
     """Parse, validate, deduplicate and enrich one hour's envelopes held in memory."""
-    return ingest_parsed(parse_hour(stored, pseudonym_key, workers), hour, deployments)
+    return ingest_parsed(parse_hour(stored, pseudonym_key), hour, deployments)
 
 
 def ingest_slices(

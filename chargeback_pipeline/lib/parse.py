@@ -1,4 +1,4 @@
-"""Parse stored envelopes into content-free rows, on every core for large hours.
+"""Parse stored envelopes into content-free rows, slice by slice on every core for large hours.
 
 Kept free of pandera and Dagster so worker processes start quickly.
 """
@@ -23,7 +23,6 @@ PARSED_ENVELOPES: dict[str, pl.DataType] = {
 }
 QUARANTINE_CANDIDATES = {k: v for k, v in QUARANTINED_ENVELOPES.items() if k != "detected_at"}
 REJECTED = {k: v for k, v in QUARANTINE_CANDIDATES.items() if k != "hour"}
-CHUNK_BYTES = 16 * 1024 * 1024
 T = TypeVar("T")
 R = TypeVar("R")
 ParsedBatch = tuple[pl.DataFrame, pl.DataFrame]
@@ -69,39 +68,9 @@ def parse_envelopes(stored: Iterable[Stored], pseudonym_key: bytes) -> ParsedBat
     return pl.DataFrame(rows, schema=PARSED_ENVELOPES), pl.DataFrame(rejects, schema=REJECTED)
 
 
-def chunks_by_size(stored: Iterable[Stored], limit: int = CHUNK_BYTES) -> Iterator[list[Stored]]:
-    """Consecutive envelopes grouped into lists of about `limit` bytes."""
-    chunk: list[Stored] = []
-    size = 0
-    for item in stored:
-        chunk.append(item)
-        size += len(item.raw)
-        if size >= limit:
-            yield chunk
-            chunk, size = [], 0
-    if chunk:
-        yield chunk
-
-
-def parse_hour(
-    stored: Iterable[Stored],
-    pseudonym_key: bytes,
-    workers: int = 1,
-    chunk_bytes: int = CHUNK_BYTES,
-) -> ParsedBatch:
-    """Parse envelopes already in memory, in chunks shared by `workers` processes."""
-    return concat_batches(parse_batches(stored, pseudonym_key, workers, chunk_bytes))
-
-
-def parse_batches(
-    stored: Iterable[Stored],
-    pseudonym_key: bytes,
-    workers: int = 1,
-    chunk_bytes: int = CHUNK_BYTES,
-) -> Iterator[ParsedBatch]:
-    """Parsed chunks of about `chunk_bytes`, in order."""
-    parse = partial(parse_envelopes, pseudonym_key=pseudonym_key)
-    yield from _in_order(parse, chunks_by_size(stored, chunk_bytes), workers)
+def parse_hour(stored: Iterable[Stored], pseudonym_key: bytes) -> ParsedBatch:
+    """Parse envelopes already in memory, in this process (the asset reads slices instead)."""
+    return parse_envelopes(stored, pseudonym_key)
 
 
 def parse_slices(

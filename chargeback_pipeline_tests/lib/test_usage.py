@@ -199,23 +199,24 @@ def test_truncated_json_body_has_no_reported_usage():
     assert usage_from_body(body, streamed=False) is None
 
 
-def test_parallel_parse_equals_serial_parse(example):
-    from chargeback_pipeline.lib import parse
+def test_parallel_parse_equals_serial_parse(example, tmp_path):
+    from datetime import UTC, datetime
+    from functools import partial
 
-    raws = []
+    from chargeback_pipeline.lib import parse
+    from chargeback_pipeline.store import LocalEnvelopeStore, read_hour, read_store_slice
+    from chargeback_pipeline.store.base import hour_slices
+
+    store = LocalEnvelopeStore(tmp_path)
     for n in range(40):
         envelope = example("embeddings")
         envelope["request_id"] = f"r{n}"
-        raws.append(orjson.dumps(envelope))
-    stored = [parse_item(n, raw) for n, raw in enumerate(raws)]
-    # Small chunks, so the hour spans several and the process pool is used.
-    serial = parse.parse_hour(stored, KEY, workers=1, chunk_bytes=100_000)
-    parallel = parse.parse_hour(stored, KEY, workers=2, chunk_bytes=100_000)
+        store.write_envelope(orjson.dumps(envelope), datetime(2024, 8, 6, 13, tzinfo=UTC), "x")
+    hour = "2024-08-06-13:00"
+    # Small slices, so the hour spans several and the worker processes are used.
+    slices = hour_slices(store.list_hour(hour), 100_000)
+    read = partial(read_store_slice, str(tmp_path), "envelopes")
+    serial = parse.parse_hour(read_hour(store, hour), KEY)
+    parallel = parse.concat_batches(parse.parse_slices(read, slices, KEY, workers=2))
     assert serial[0].equals(parallel[0])
     assert serial[0].height == 40
-
-
-def parse_item(n, raw):
-    from chargeback_pipeline.store.base import StoredEnvelope
-
-    return StoredEnvelope("raw/x.ndjson", n + 1, raw)
