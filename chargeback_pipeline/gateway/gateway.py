@@ -28,7 +28,12 @@ from urllib.parse import urlsplit
 import orjson
 
 from chargeback_pipeline.gateway.delivery import Deliver, configured_delivery
-from chargeback_pipeline.gateway.httpio import Handler, Server, start_in_thread
+from chargeback_pipeline.gateway.httpio import (
+    Handler,
+    Server,
+    serve_until_interrupted,
+    start_in_thread,
+)
 from chargeback_pipeline.gateway.policy import (
     Call,
     Subscription,
@@ -517,11 +522,8 @@ def serve_gateway(
         flush=True,
     )
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        serve_until_interrupted(server)
     finally:
-        server.server_close()
         for simulator in simulators:
             simulator.shutdown()
             simulator.server_close()

@@ -76,3 +76,13 @@ def start_in_thread(
     )
     thread.start()
     return thread
+
+
+def serve_until_interrupted(server: ThreadingHTTPServer) -> None:
+    """Serve in this thread until Ctrl-C, then close the listening socket."""
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

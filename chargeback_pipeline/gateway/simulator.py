@@ -22,7 +22,7 @@ from random import Random
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from chargeback_pipeline.gateway.httpio import Handler, Server
+from chargeback_pipeline.gateway.httpio import Handler, Server, serve_until_interrupted
 from chargeback_pipeline.gateway.routes import Route, api_version_of, match_route
 from chargeback_pipeline.gateway.tokens import parse_json_object, prompt_tokens
 
@@ -421,9 +421,4 @@ def serve_simulator(
     """Serve the simulator until interrupted."""
     server = build_simulator(host, port, api_key, frame_delay, failures)
     print(f"Azure OpenAI simulator on http://{host}:{server.server_port}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_until_interrupted(server)
