@@ -149,15 +149,10 @@ def _sections(envelope: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
 
 def _texts(sections: Mapping[str, Mapping[str, Any]]) -> dict[str, str | None]:
     """The optional string fields of the row; a non-string value is wrong_type."""
-    row: dict[str, str | None] = {}
-    for column, section, key in _TEXT_FIELDS:
-        value = sections[section].get(key)
-        if value is not None and type(value) is not str:
-            raise EnvelopeError(
-                "wrong_type", f"{section}.{key} is {type(value).__name__}, expected string"
-            )
-        row[column] = value
-    return row
+    return {
+        column: _typed(sections[section], key, str, section)
+        for column, section, key in _TEXT_FIELDS
+    }
 
 
 def envelope_row(
