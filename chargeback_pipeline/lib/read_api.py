@@ -17,13 +17,13 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from chargeback_pipeline.lib.delta import table_exists, table_uri
+from chargeback_pipeline.lib.hours import hour_start
 
 GROUP_BY = ("cost_center", "subscription_id", "model", "deployment_type")
 TOKEN_KINDS = ("prompt", "cached", "completion", "total")
 MONTH = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
 DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 """Whole-string patterns (`fullmatch`): ASCII digits only, no trailing newline."""
-HOUR_KEY = "%Y-%m-%d-%H:%M"
 
 Json = dict[str, Any]
 
@@ -188,11 +188,6 @@ def chargeback_report(month: str, frame: pl.DataFrame) -> Json:
 
 def _json_rows(frame: pl.DataFrame) -> list[Json]:
     return [{**row, "total_cost": money(row["total_cost"])} for row in frame.iter_rows(named=True)]
-
-
-def hour_start(hour: str) -> datetime:
-    """The UTC start of a partition key `YYYY-MM-DD-HH:00`."""
-    return datetime.strptime(hour, HOUR_KEY).replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
