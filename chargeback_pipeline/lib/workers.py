@@ -64,17 +64,18 @@ class WorkerPool:
     def __enter__(self) -> WorkerPool:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def __exit__(self, error_type: object, *rest: object) -> None:
+        # After an error nobody reads the results still in flight: stop the workers at once.
+        self.close(wait_seconds=0 if error_type else 10)
 
-    def close(self) -> None:
-        """Ask every worker to stop (end of its input); kill any that does not."""
+    def close(self, wait_seconds: float = 10) -> None:
+        """Ask every worker to stop (end of its input); kill any still running after the wait."""
         for process in self._processes:
             if process.stdin and not process.stdin.closed:
                 process.stdin.close()
         for process in self._processes:
             try:
-                process.wait(timeout=10)
+                process.wait(timeout=wait_seconds)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
