@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -13,8 +14,29 @@ import duckdb
 import polars as pl
 
 from chargeback_pipeline.lib import tables
-from chargeback_pipeline.lib.delta import read_table, table_uri
-from chargeback_pipeline.lib.lake_views import ExtensionUnavailable, attach_lake_views
+from chargeback_pipeline.lib.delta import table_exists, table_uri
+from chargeback_pipeline.lib.lake_views import (
+    LAKE_TABLES,
+    ExtensionUnavailable,
+    attach_lake_views,
+    view_name,
+)
+from chargeback_pipeline.lib.marts_lake import PinnedTable, pin_table, read_pinned
+from chargeback_pipeline.lib.marts_refresh import (
+    Mode,
+    RefreshPlan,
+    SourceKey,
+    full,
+    plan_refresh,
+    source_name,
+    source_versions,
+)
+from chargeback_pipeline.lib.marts_state import (
+    BuildState,
+    models_fingerprint,
+    read_state,
+    write_state,
+)
 from chargeback_pipeline.lib.reference import (
     ReferenceDataError,
     load_cost_centers,
@@ -23,8 +45,10 @@ from chargeback_pipeline.lib.reference import (
     read_csv_strict,
 )
 from chargeback_pipeline.lib.sql_models import (
+    DayWindowError,
     ModelRun,
     ModelTestResult,
+    SqlModel,
     load_model_docs,
     load_models,
     order_models,
@@ -110,6 +134,13 @@ def mart_variables(env: Mapping[str, str]) -> dict[str, object]:
     return values
 
 
+def seed_paths(reference_dir: Path, keys: Collection[tuple[str, str]]) -> list[Path]:
+    """The files behind the seeds the models read."""
+    return [
+        reference_dir / f"{name}.csv" for kind, name in keys if kind == "seeds" and name in SEEDS
+    ]
+
+
 def seed_sources(
     reference_dir: Path, keys: set[tuple[str, str]]
 ) -> dict[tuple[str, str], pl.DataFrame]:
@@ -123,12 +154,16 @@ def seed_sources(
 
 @dataclass(frozen=True)
 class MartsBuild:
-    """Every model built, with its row count, every models.yml test result and the lake views."""
+    """Every model with its row count and what the build did to it, every models.yml test
+    result, the lake views, and the build's mode (full, incremental, unchanged) with its reason."""
 
     runs: list[ModelRun]
     tests: list[ModelTestResult]
     lake_views: list[str] = field(default_factory=list)
     lake_views_skipped: str | None = None
+    mode: Mode = "full"
+    reason: str = ""
+    days: tuple[date, ...] = ()
 
 
 def build_marts(
@@ -138,31 +173,87 @@ def build_marts(
     storage_options: dict[str, str] | None = None,
     reference_dir: Path | None = None,
     variables: Mapping[str, object] | None = None,
+    full_refresh: bool = False,
 ) -> MartsBuild:
-    """Rebuild all models in one transaction, then run their tests; a failure keeps the old file.
+    """Bring the marts up to date with the lake in one transaction, then run their tests; a
+    failure keeps the old file.
 
-    Seeds come from `reference_dir` (default: CHARGEBACK_REFERENCE_DIR, else sql_dir/seeds) and
-    vars from `variables` (default: `mart_variables` of the environment).
+    Only the days whose lake partitions changed since the recorded build are replaced in the
+    incremental_by_day models (the rest rebuilt from the file); anything else is a full rebuild
+    (ADR 0005). Seeds come from `reference_dir` (default: CHARGEBACK_REFERENCE_DIR, else
+    sql_dir/seeds) and vars from `variables` (default: `mart_variables` of the environment).
     """
     models = order_models(load_models(sql_dir))
     used = {source for model in models for source in model.sources}
-    sources: dict[tuple[str, str], object] = {
-        key: read_table(table_uri(lake, key[1]), LAKE_SOURCES[key], storage_options)
-        for key in used
+    pinned = {
+        key: pin_table(table_uri(lake, key[1]), storage_options)
+        for key in sorted(used)
         if key in LAKE_SOURCES
     }
     reference = reference_dir or Path(
         os.environ.get("CHARGEBACK_REFERENCE_DIR") or sql_dir / "seeds"
     )
-    sources.update(seed_sources(reference, used))
+    seeds = seed_sources(reference, used)
     values = mart_variables(os.environ) if variables is None else variables
-    docs = load_model_docs(sql_dir / "models.yml")
+    docs_path = sql_dir / "models.yml"
+    docs = load_model_docs(docs_path)
+    schemas = {source_name(key): LAKE_SOURCES[key] for key in pinned}
+    fingerprint = models_fingerprint(
+        models, docs_path, seed_paths(reference, used), values, schemas
+    )
+    current = BuildState(fingerprint, source_versions(pinned))
     duckdb_path.parent.mkdir(parents=True, exist_ok=True)
     with connect_for_writing(duckdb_path) as con:
-        runs = run_models(con, models, sources, values)
+        plan = plan_refresh(
+            models,
+            read_state(con),
+            current,
+            pinned,
+            table_names(con),
+            storage_options,
+            full_refresh,
+        )
+        runs, plan = run_plan(con, models, plan, pinned, seeds, values, current)
         results = [result for model in models for result in run_model_tests(con, model.name, docs)]
-        views, skipped = _attach_views(con, lake, storage_options)
-    return MartsBuild(runs, results, views, skipped)
+        views, skipped = _attach_views(con, lake, storage_options, plan.mode == "full")
+    return MartsBuild(
+        runs, results, views, skipped, plan.mode, plan.reason, tuple(sorted(plan.days))
+    )
+
+
+def run_plan(
+    con: duckdb.DuckDBPyConnection,
+    models: list[SqlModel],
+    plan: RefreshPlan,
+    pinned: Mapping[SourceKey, PinnedTable],
+    seeds: Mapping[SourceKey, pl.DataFrame],
+    values: Mapping[str, object],
+    state: BuildState,
+) -> tuple[list[ModelRun], RefreshPlan]:
+    """Run the plan in one transaction that also records `state`; a refresh that turns out not
+    to be exact by day rolls back and becomes a full rebuild."""
+
+    def record(con: duckdb.DuckDBPyConnection) -> None:
+        write_state(con, state, datetime.now(UTC))
+
+    if plan.mode != "full":
+        # unchanged: nothing is read, the sources only have to exist for the models to compile
+        days = plan.days if plan.mode == "incremental" else frozenset()
+        lake = {key: read_pinned(table, LAKE_SOURCES[key], days) for key, table in pinned.items()}
+        try:
+            return run_models(con, models, {**seeds, **lake}, values, plan.refresh, record), plan
+        except DayWindowError as error:
+            plan = full(f"a refresh by day would not be exact: {error}")
+    lake = {key: read_pinned(table, LAKE_SOURCES[key]) for key, table in pinned.items()}
+    return run_models(con, models, {**seeds, **lake}, values, finish=record), plan
+
+
+def table_names(con: duckdb.DuckDBPyConnection) -> set[str]:
+    """Tables in the marts file's main schema."""
+    rows = con.execute(
+        "select table_name from duckdb_tables() where schema_name = current_schema()"
+    ).fetchall()
+    return {str(row[0]) for row in rows}
 
 
 LOCK_WAIT_SECONDS = 30.0
@@ -186,10 +277,34 @@ def connect_for_writing(
 
 
 def _attach_views(
-    con: duckdb.DuckDBPyConnection, lake: str, storage_options: dict[str, str] | None
+    con: duckdb.DuckDBPyConnection,
+    lake: str,
+    storage_options: dict[str, str] | None,
+    always: bool = True,
 ) -> tuple[list[str], str | None]:
     # The views are a convenience for analysts: without the Delta extension the marts still build.
+    if not always:
+        present = lake_views_present(con, lake, storage_options)
+        if present is not None:
+            return present, None
     try:
         return attach_lake_views(con, lake, storage_options), None
     except (ExtensionUnavailable, ValueError, duckdb.Error) as error:
         return [], f"skipped: {error}"
+
+
+def lake_views_present(
+    con: duckdb.DuckDBPyConnection, lake: str, storage_options: dict[str, str] | None
+) -> list[str] | None:
+    """The lake views, if the file already has exactly one per existing lake table; else None
+    (loading the Delta extension to recreate them costs a third of a second)."""
+    rows = con.execute(
+        "select view_name from duckdb_views() where not internal and schema_name = current_schema()"
+    ).fetchall()
+    views = {str(row[0]) for row in rows} & {view_name(table) for table in LAKE_TABLES}
+    wanted = [
+        view_name(table)
+        for table in LAKE_TABLES
+        if table_exists(table_uri(lake, table), storage_options)
+    ]
+    return wanted if views == set(wanted) else None

@@ -89,8 +89,39 @@ def test_unknown_ref_names_file_and_ref(tmp_path: Path) -> None:
 
 
 def test_unsupported_template_is_rejected(tmp_path: Path) -> None:
-    project = write_project(tmp_path, {"marts/a.sql": "{{ config(materialized='view') }} select 1"})
+    project = write_project(tmp_path, {"marts/a.sql": "select * from {{ this }}"})
     with pytest.raises(ModelGraphError, match="unsupported template"):
+        load_models(project)
+
+
+def test_config_declares_incremental_by_day_and_is_dropped_when_compiled(tmp_path: Path) -> None:
+    project = write_project(
+        tmp_path,
+        {
+            "marts/a.sql": "{{ config(materialized='incremental_by_day', time_column='day') }}\n"
+            "select current_date as day",
+            "marts/b.sql": "select 1 as n",
+        },
+    )
+    models = load_models(project)
+    assert (models["a"].materialized, models["a"].time_column) == ("incremental_by_day", "day")
+    assert models["a"].incremental and not models["b"].incremental
+    assert compile_model(models["a"], {}) == "select current_date as day"
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("materialized='view'", "materialized must be one of"),
+        ("materialized='incremental_by_day'", "time_column goes with"),
+        ("time_column='day'", "time_column goes with"),
+        ("materialized='table', unique_key='id'", "unknown config"),
+        ("materialized=table", "name='value' pairs"),
+    ],
+)
+def test_bad_config_is_rejected(tmp_path: Path, config: str, message: str) -> None:
+    project = write_project(tmp_path, {"marts/a.sql": f"{{{{ config({config}) }}}} select 1"})
+    with pytest.raises(ModelGraphError, match=message):
         load_models(project)
 
 

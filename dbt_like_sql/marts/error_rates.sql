@@ -1,3 +1,5 @@
+{{ config(materialized='incremental_by_day', time_column='day') }}
+
 with usage_costs as (
 
     select * from {{ ref('stg_usage_costs') }}

@@ -1,3 +1,5 @@
+{{ config(materialized='incremental_by_day', time_column='day') }}
+
 with quarantined as (
 
     select * from {{ ref('stg_quarantined_envelopes') }}

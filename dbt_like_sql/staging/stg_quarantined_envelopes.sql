@@ -1,3 +1,5 @@
+{{ config(materialized='incremental_by_day', time_column='day') }}
+
 with source as (
 
     select * from {{ source('lake', 'quarantined_envelopes') }}
