@@ -18,8 +18,8 @@ from typing import Any, Literal
 import duckdb
 import yaml
 
-Layer = Literal["staging", "marts"]
-LAYERS: tuple[Layer, ...] = ("staging", "marts")
+Layer = Literal["staging", "intermediate", "marts"]
+LAYERS: tuple[Layer, ...] = ("staging", "intermediate", "marts")
 Materialized = Literal["table", "incremental_by_day"]
 MATERIALIZATIONS: tuple[Materialized, ...] = ("table", "incremental_by_day")
 CONFIG_KEYS = frozenset({"materialized", "time_column"})
@@ -203,7 +203,8 @@ def read_model(path: Path, layer: Layer, description: str = "") -> SqlModel:
 
 
 def load_models(project_dir: Path) -> dict[str, SqlModel]:
-    """Discover `staging/*.sql` and `marts/*.sql`, with descriptions from models.yml if present."""
+    """Discover `staging/*.sql`, `intermediate/*.sql` and `marts/*.sql`, with descriptions from
+    models.yml if present."""
     docs_path = project_dir / DOCS_FILE
     docs = load_model_docs(docs_path) if docs_path.exists() else {}
     models: dict[str, SqlModel] = {}

@@ -1,57 +1,24 @@
-with usage_costs as (
+with consumers_daily as (
 
-    select * from {{ ref('stg_usage_costs') }}
-
-),
-
--- ranked by priced cost; user_hash is the keyed pseudonym, the only user column in the lake
-priced as (
-
-    select * from usage_costs where priced
+    select * from {{ ref('int_consumers_daily') }}
 
 ),
 
-by_app as (
-
-    select
-        month,
-        'app' as consumer_type,
-        app_id as consumer,
-        currency,
-        count(*) as requests,
-        cast(sum(total_tokens) as bigint) as total_tokens,
-        sum(total_cost) as total_cost,
-        count(distinct cost_center) as cost_centers
-
-    from priced
-    where app_id is not null
-    group by month, app_id, currency
-
-),
-
-by_user as (
-
-    select
-        month,
-        'user' as consumer_type,
-        user_hash as consumer,
-        currency,
-        count(*) as requests,
-        cast(sum(total_tokens) as bigint) as total_tokens,
-        sum(total_cost) as total_cost,
-        count(distinct cost_center) as cost_centers
-
-    from priced
-    where user_hash is not null
-    group by month, user_hash, currency
-
-),
-
+-- ranked by priced cost, summed from the day-grained model
 consumers as (
 
-    select * from by_app
-    union all
-    select * from by_user
+    select
+        month,
+        consumer_type,
+        consumer,
+        currency,
+        cast(sum(requests) as bigint) as requests,
+        cast(sum(total_tokens) as bigint) as total_tokens,
+        sum(total_cost) as total_cost,
+        count(distinct cost_center) as cost_centers
+
+    from consumers_daily
+    group by month, consumer_type, consumer, currency
 
 ),
 
