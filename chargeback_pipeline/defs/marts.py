@@ -8,9 +8,10 @@ import dagster as dg
 
 from chargeback_pipeline import constants as c
 from chargeback_pipeline.lib.charts import markdown_image
-from chargeback_pipeline.lib.marts import build_marts
+from chargeback_pipeline.lib.marts import MartsBuild, build_marts
 from chargeback_pipeline.lib.sql_models import (
     ModelDoc,
+    ModelRun,
     SqlModel,
     load_model_docs,
     load_models,
@@ -43,9 +44,23 @@ def mart_spec(model: SqlModel, doc: ModelDoc | None) -> dg.AssetSpec:
                 columns=[dg.TableColumn(col.name, description=col.description) for col in columns]
             ),
             "sql_file": str(model.path.relative_to(model.path.parents[2])),
+            "materialized": model.materialized,
         },
         automation_condition=dg.AutomationCondition.eager(),
     )
+
+
+class MartsConfig(dg.Config):
+    """How to build the marts."""
+
+    full_refresh: bool = False
+    """Rebuild every model from the whole lake, even where replacing the changed days would do."""
+
+
+def refresh_metadata(built: MartsBuild, run: ModelRun) -> dict[str, str]:
+    """What the build did to one model, and why the build took its mode."""
+    days = f" {', '.join(day.isoformat() for day in run.days)}" if run.days else ""
+    return {"refresh": f"{run.action}{days}", "build": f"{built.mode}: {built.reason}"}
 
 
 def marts_asset() -> dg.AssetsDefinition:
@@ -64,7 +79,9 @@ def marts_asset() -> dg.AssetsDefinition:
         specs=[mart_spec(model, docs.get(model.name)) for model in models],
         check_specs=check_specs,
     )
-    def dbt_like_marts(chargeback: ChargebackSettings) -> Iterator[dg.MaterializeResult]:
+    def dbt_like_marts(
+        context: dg.AssetExecutionContext, config: MartsConfig, chargeback: ChargebackSettings
+    ) -> Iterator[dg.MaterializeResult]:
         settings = chargeback.resolve()
         built = build_marts(
             settings.sql_dir,
@@ -72,7 +89,9 @@ def marts_asset() -> dg.AssetsDefinition:
             settings.duckdb_path,
             chargeback.lake_options(),
             reference_dir=settings.reference_dir,
+            full_refresh=config.full_refresh,
         )
+        context.log.info(f"marts {built.mode}: {built.reason}")
         charts = mart_charts(settings.duckdb_path, {run.name for run in built.runs})
         for run in built.runs:
             chart = (
@@ -85,6 +104,7 @@ def marts_asset() -> dg.AssetsDefinition:
                 metadata={
                     "dagster/row_count": run.rows,
                     "dagster/uri": f"{settings.duckdb_path}::{run.name}",
+                    **refresh_metadata(built, run),
                     **chart,
                 },
             )
