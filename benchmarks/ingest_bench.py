@@ -17,7 +17,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
@@ -34,11 +34,17 @@ from chargeback_pipeline.forwarder.core import forward_envelope
 from chargeback_pipeline.forwarder.server import ROUTE, build_server
 from chargeback_pipeline.lib import tables
 from chargeback_pipeline.lib.costs import usage_costs
-from chargeback_pipeline.lib.delta import keep_first_detection, replace_hour, table_uri
+from chargeback_pipeline.lib.delta import (
+    keep_first_detection,
+    read_hour_batches,
+    replace_hour_batches,
+    table_uri,
+)
 from chargeback_pipeline.lib.demo_traffic import generate_hour
 from chargeback_pipeline.lib.ingest import ingest_slices
 from chargeback_pipeline.lib.marts import build_marts
 from chargeback_pipeline.lib.reference import load_reference
+from chargeback_pipeline.lib.spill import FrameParts
 from chargeback_pipeline.settings import PROJECT_ROOT
 from chargeback_pipeline.store import (
     SLICE_BYTES,
@@ -175,16 +181,25 @@ def ingest_child(store_root: str, lake: str) -> dict[str, float]:
     reference = load_reference(SEEDS)
     workers = int(os.environ.get("CHARGEBACK_PARSE_WORKERS") or os.cpu_count() or 1)
     started = time.perf_counter()
-    # What the ingest asset does: workers read their own slices of the hour from the store.
+    # What the ingest asset does: workers read their own slices of the hour from the store,
+    # rows wait on disk in request_id buckets, each table is written in one commit.
     slices = hour_slices(LocalEnvelopeStore(Path(store_root)).list_hour(HOUR), SLICE_BYTES)
     read = partial(read_store_slice, store_root, "envelopes")
-    outcome = ingest_slices(read, slices, HOUR, reference.deployments, PSEUDONYM_KEY, workers)
-    parsed = time.perf_counter()
-    earlier = pl.DataFrame(schema=tables.QUARANTINED_ENVELOPES)
-    quarantined = keep_first_detection(outcome.quarantined, earlier, datetime.now(UTC))
-    _replace(lake, c.QUARANTINED_ENVELOPES, quarantined, tables.QUARANTINED_ENVELOPES)
-    _replace(lake, c.USAGE_EVENTS, outcome.usage_events, tables.USAGE_EVENTS)
-    _replace(lake, c.USAGE_COSTS, usage_costs(outcome.usage_events, reference), tables.USAGE_COSTS)
+    with tempfile.TemporaryDirectory(prefix="bench-hour-") as spill:
+        outcome = ingest_slices(
+            read, slices, HOUR, reference.deployments, PSEUDONYM_KEY, workers, Path(spill)
+        )
+        parsed = time.perf_counter()
+        earlier = pl.DataFrame(schema=tables.QUARANTINED_ENVELOPES)
+        quarantined = keep_first_detection(outcome.quarantined, earlier, datetime.now(UTC))
+        _replace(lake, c.QUARANTINED_ENVELOPES, [quarantined], tables.QUARANTINED_ENVELOPES)
+        _replace(lake, c.USAGE_EVENTS, outcome.usage_parts, tables.USAGE_EVENTS)
+    # What the costs asset does: price the stored hour batch by batch.
+    with tempfile.TemporaryDirectory(prefix="bench-costs-") as spill:
+        costs = FrameParts(tables.USAGE_COSTS, Path(spill))
+        events = read_hour_batches(table_uri(lake, c.USAGE_EVENTS), HOUR, tables.USAGE_EVENTS)
+        costs.extend(usage_costs(batch, reference) for batch in events)
+        _replace(lake, c.USAGE_COSTS, costs, tables.USAGE_COSTS)
     finished = time.perf_counter()
     return {
         "wall_s": finished - started,
@@ -192,7 +207,7 @@ def ingest_child(store_root: str, lake: str) -> dict[str, float]:
         "write_cost_s": finished - parsed,
         "workers": workers,
         "envelopes_read": outcome.envelopes_read,
-        "usage_rows": outcome.usage_events.height,
+        "usage_rows": outcome.usage_rows,
         "quarantined": outcome.quarantined.height,
         "main_rss_mb": own_peak_rss_mb(),
         # An upper bound: a child's maxrss starts from its parent's size when it was started.
@@ -200,8 +215,10 @@ def ingest_child(store_root: str, lake: str) -> dict[str, float]:
     }
 
 
-def _replace(lake: str, table: str, frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> None:
-    replace_hour(table_uri(lake, table), frame, HOUR, schema)
+def _replace(
+    lake: str, table: str, frames: Iterable[pl.DataFrame], schema: dict[str, pl.DataType]
+) -> None:
+    replace_hour_batches(table_uri(lake, table), frames, HOUR, schema)
 
 
 def own_peak_rss_mb() -> float:

@@ -53,27 +53,32 @@ def cost_metadata(totals: dict[str, Decimal]) -> dict[str, dg.MetadataValue]:
     return metadata
 
 
-def _token_metadata(frame: pl.DataFrame) -> dict[str, dg.MetadataValue]:
-    return {name: dg.MetadataValue.int(total) for name, total in token_totals(frame).items()}
+def _token_metadata(summary: pl.DataFrame) -> dict[str, dg.MetadataValue]:
+    return {name: dg.MetadataValue.int(total) for name, total in token_totals(summary).items()}
 
 
-def usage_events_metadata(events: pl.DataFrame, hour: str) -> dict[str, dg.MetadataValue]:
-    """One hour of usage_events: rows, token sums, estimated share, a preview by model/source."""
+def _row_count(summary: pl.DataFrame) -> dg.MetadataValue:
+    return dg.MetadataValue.int(int(summary["requests"].sum()))
+
+
+def usage_events_metadata(summary: pl.DataFrame, hour: str) -> dict[str, dg.MetadataValue]:
+    """One hour of usage_events (its rollup): rows, token sums, estimated share, a preview."""
     return {
-        "dagster/partition_row_count": dg.MetadataValue.int(events.height),
-        **_token_metadata(events),
-        "tokens_estimated_share": dg.MetadataValue.float(estimated_share(events)),
-        "preview": dg.MetadataValue.md(events_preview(events, hour)),
+        "dagster/partition_row_count": _row_count(summary),
+        **_token_metadata(summary),
+        "tokens_estimated_share": dg.MetadataValue.float(estimated_share(summary)),
+        "preview": dg.MetadataValue.md(events_preview(summary, hour)),
     }
 
 
-def usage_costs_metadata(costs: pl.DataFrame, hour: str) -> dict[str, dg.MetadataValue]:
-    """One hour of usage_costs: rows, token sums, exact cost per currency, top spenders."""
+def usage_costs_metadata(summary: pl.DataFrame, hour: str) -> dict[str, dg.MetadataValue]:
+    """One hour of usage_costs (its rollup): rows, token sums, exact cost per currency, top
+    spenders."""
     return {
-        "dagster/partition_row_count": dg.MetadataValue.int(costs.height),
-        **_token_metadata(costs),
-        **cost_metadata(cost_by_currency(costs)),
-        "preview": dg.MetadataValue.md(costs_preview(costs, hour)),
+        "dagster/partition_row_count": _row_count(summary),
+        **_token_metadata(summary),
+        **cost_metadata(cost_by_currency(summary)),
+        "preview": dg.MetadataValue.md(costs_preview(summary, hour)),
     }
 
 

@@ -1,9 +1,11 @@
 """Envelopes of one hour -> usage_events and quarantined_envelopes (Delta, hour replaced)."""
 
 import os
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -11,13 +13,15 @@ import polars as pl
 from chargeback_pipeline import constants as c
 from chargeback_pipeline.lib import tables
 from chargeback_pipeline.lib.checks import estimated_share
-from chargeback_pipeline.lib.delta import keep_first_detection, read_hours, replace_hour
-from chargeback_pipeline.lib.ingest import HourIngest, ingest_slices
-from chargeback_pipeline.lib.validation import (
-    quarantined_envelopes_schema,
-    schema_failures,
-    usage_events_schema,
+from chargeback_pipeline.lib.delta import (
+    count_hour_rows,
+    keep_first_detection,
+    read_hours,
+    replace_hour,
+    replace_hour_batches,
 )
+from chargeback_pipeline.lib.ingest import HourIngest, ingest_slices
+from chargeback_pipeline.lib.validation import quarantined_envelopes_schema, schema_failures
 from chargeback_pipeline.metadata import (
     column_schema,
     failures_preview,
@@ -43,9 +47,9 @@ ESTIMATED_CHECK = "estimated_share"
 DEFAULT_ESTIMATED_WARN_SHARE = "0.01"
 
 
-def _estimated(events: pl.DataFrame) -> dg.AssetCheckResult:
+def _estimated(summary: pl.DataFrame) -> dg.AssetCheckResult:
     """Warn when more than a small share of the hour's tokens are estimates, not counts."""
-    share = estimated_share(events)
+    share = estimated_share(summary)
     warn_above = float(
         os.environ.get("CHARGEBACK_ESTIMATED_WARN_SHARE", DEFAULT_ESTIMATED_WARN_SHARE)
     )
@@ -69,16 +73,14 @@ def _schema_check(asset: str, failures: pl.DataFrame) -> dg.AssetCheckResult:
 
 def _reconciliation(outcome: HourIngest) -> dg.AssetCheckResult:
     """Every envelope read is billed once, quarantined, or a dropped identical redelivery."""
-    accounted = (
-        outcome.usage_events.height + outcome.quarantined.height + outcome.duplicates_dropped
-    )
+    accounted = outcome.usage_rows + outcome.quarantined.height + outcome.duplicates_dropped
     return dg.AssetCheckResult(
         asset_key=c.USAGE_EVENTS,
         check_name=RECONCILED_CHECK,
         passed=accounted == outcome.envelopes_read,
         metadata={
             "envelopes_read": outcome.envelopes_read,
-            "usage_rows": outcome.usage_events.height,
+            "usage_rows": outcome.usage_rows,
             "quarantined": outcome.quarantined.height,
             "duplicates_dropped": outcome.duplicates_dropped,
         },
@@ -87,7 +89,7 @@ def _reconciliation(outcome: HourIngest) -> dg.AssetCheckResult:
 
 def _refuse_to_empty_a_billed_hour(uri: str, hour: str, options: dict[str, str] | None) -> None:
     """An hour whose raw envelopes are gone (retention) must keep its billed rows."""
-    billed = read_hours(uri, [hour], tables.USAGE_EVENTS, options).height
+    billed = count_hour_rows(uri, hour, options)
     if billed:
         raise dg.Failure(
             description=(
@@ -160,35 +162,37 @@ def ingested_envelopes(
         deployments = chargeback.reference().deployments
     slices = hour_slices(chargeback.envelope_store().list_hour(hour), SLICE_BYTES)
     read = partial(read_store_slice, settings.store, settings.container)
-    outcome = ingest_slices(read, slices, hour, deployments, pseudonym_key, settings.parse_workers)
     options = chargeback.lake_options()
-    if outcome.envelopes_read == 0:
-        _refuse_to_empty_a_billed_hour(chargeback.table(c.USAGE_EVENTS), hour, options)
-    quarantine_uri = chargeback.table(c.QUARANTINED_ENVELOPES)
-    earlier = read_hours(quarantine_uri, [hour], tables.QUARANTINED_ENVELOPES, options)
-    quarantined = keep_first_detection(outcome.quarantined, earlier, datetime.now(UTC))
-    replace_hour(quarantine_uri, quarantined, hour, tables.QUARANTINED_ENVELOPES, options)
-    events_uri = chargeback.table(c.USAGE_EVENTS)
-    replace_hour(events_uri, outcome.usage_events, hour, tables.USAGE_EVENTS, options)
+    # Rows wait in a scratch folder (TMPDIR) so memory stays flat however large the hour is.
+    with tempfile.TemporaryDirectory(prefix="chargeback-hour-") as spill:
+        outcome = ingest_slices(
+            read, slices, hour, deployments, pseudonym_key, settings.parse_workers, Path(spill)
+        )
+        if outcome.envelopes_read == 0:
+            _refuse_to_empty_a_billed_hour(chargeback.table(c.USAGE_EVENTS), hour, options)
+        quarantine_uri = chargeback.table(c.QUARANTINED_ENVELOPES)
+        earlier = read_hours(quarantine_uri, [hour], tables.QUARANTINED_ENVELOPES, options)
+        quarantined = keep_first_detection(outcome.quarantined, earlier, datetime.now(UTC))
+        replace_hour(quarantine_uri, quarantined, hour, tables.QUARANTINED_ENVELOPES, options)
+        events_uri = chargeback.table(c.USAGE_EVENTS)
+        replace_hour_batches(events_uri, outcome.usage_parts, hour, tables.USAGE_EVENTS, options)
     context.log.info(
-        f"{hour}: {outcome.envelopes_read} envelopes -> {outcome.usage_events.height} usage rows, "
+        f"{hour}: {outcome.envelopes_read} envelopes -> {outcome.usage_rows} usage rows, "
         f"{outcome.quarantined.height} quarantined, {outcome.duplicates_dropped} duplicates"
     )
     yield dg.MaterializeResult(
         asset_key=c.USAGE_EVENTS,
         metadata={
-            **usage_events_metadata(outcome.usage_events, hour),
+            **usage_events_metadata(outcome.usage_summary, hour),
             "dagster/uri": events_uri,
             "envelopes_read": outcome.envelopes_read,
             "duplicates_dropped": outcome.duplicates_dropped,
             "quarantined": quarantined.height,
         },
         check_results=[
-            _schema_check(
-                c.USAGE_EVENTS, schema_failures(outcome.usage_events, usage_events_schema())
-            ),
+            _schema_check(c.USAGE_EVENTS, outcome.usage_failures),
             _reconciliation(outcome),
-            _estimated(outcome.usage_events),
+            _estimated(outcome.usage_summary),
         ],
     )
     yield dg.MaterializeResult(

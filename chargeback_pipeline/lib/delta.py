@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 import polars as pl
+import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 
 from chargeback_pipeline.lib.tables import conform
@@ -28,7 +30,22 @@ def replace_hour(
     storage_options: dict[str, str] | None = None,
 ) -> None:
     """Replace exactly one hour's rows in one commit; other hours and readers are untouched."""
-    data = conform(frame, schema).to_arrow()
+    replace_hour_batches(uri, [frame], hour, schema, storage_options)
+
+
+def replace_hour_batches(
+    uri: str,
+    frames: Iterable[pl.DataFrame],
+    hour: str,
+    schema: dict[str, pl.DataType],
+    storage_options: dict[str, str] | None = None,
+) -> None:
+    """`replace_hour` for an hour streamed as frames: still one commit, one frame in memory."""
+    arrow_schema = conform(pl.DataFrame(schema=schema), schema).to_arrow().schema
+    batches = (
+        batch for frame in frames for batch in conform(frame, schema).to_arrow().to_batches()
+    )
+    data = pa.RecordBatchReader.from_batches(arrow_schema, batches)
     if not table_exists(uri, storage_options):
         write_deltalake(
             uri, data, mode="append", partition_by=["hour"], storage_options=storage_options
@@ -60,6 +77,32 @@ def read_hours(
         return pl.DataFrame(schema=schema)
     scan = pl.scan_delta(uri, storage_options=storage_options)
     return conform(scan.filter(pl.col("hour").is_in(hours)).collect(), schema)
+
+
+def read_hour_batches(
+    uri: str,
+    hour: str,
+    schema: dict[str, pl.DataType],
+    storage_options: dict[str, str] | None = None,
+    batch_rows: int = 250_000,
+) -> Iterator[pl.DataFrame]:
+    """One hour's rows as frames of at most `batch_rows` (nothing when the table does not exist)."""
+    if not table_exists(uri, storage_options):
+        return
+    dataset = DeltaTable(uri, storage_options=storage_options).to_pyarrow_dataset(
+        partitions=[("hour", "=", hour)]
+    )
+    for batch in dataset.to_batches(batch_size=batch_rows):
+        if batch.num_rows:
+            yield conform(pl.from_arrow(pa.Table.from_batches([batch])), schema)  # type: ignore[arg-type]
+
+
+def count_hour_rows(uri: str, hour: str, storage_options: dict[str, str] | None = None) -> int:
+    """How many rows one hour holds (0 when the table does not exist)."""
+    if not table_exists(uri, storage_options):
+        return 0
+    scan = pl.scan_delta(uri, storage_options=storage_options)
+    return int(scan.filter(pl.col("hour") == hour).select(pl.len()).collect().item())
 
 
 def read_table(

@@ -1,38 +1,74 @@
-"""One hour of stored envelopes into usage rows and quarantine rows, deduplicated by request_id."""
+"""One hour of stored envelopes into usage rows and quarantine rows, deduplicated by request_id.
+
+An hour is finished in request_id buckets, so its size sets disk use, not memory."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 
 from chargeback_pipeline.lib.costs import attach_deployments
+from chargeback_pipeline.lib.hour_summary import HourTally
 from chargeback_pipeline.lib.hours import hour_start
 from chargeback_pipeline.lib.parse import (
     PARSED_ENVELOPES,
     QUARANTINE_CANDIDATES,
+    REJECTED,
     ParsedBatch,
     S,
     Stored,
-    concat_batches,
     parse_hour,
     parse_slices,
 )
+from chargeback_pipeline.lib.spill import BucketSpill, FrameParts
 from chargeback_pipeline.lib.tables import USAGE_EVENTS, conform
-from chargeback_pipeline.lib.validation import failed_rows, parsed_envelope_schema
+from chargeback_pipeline.lib.validation import (
+    failed_rows,
+    parsed_envelope_schema,
+    schema_failures,
+    usage_events_schema,
+)
 
 # Columns that decide whether two deliveries of one request_id are the same call.
 _CALL_CONTENT = [c for c in PARSED_ENVELOPES if c not in ("source", "source_line")]
 
 
+BUCKET_BYTES = 256 * 1024 * 1024
+"""Envelope bytes per dedup bucket: an hour is finished one bucket at a time, so memory follows
+this, not the hour's size (a bucket of 256 MB of envelopes is 25-250 k rows)."""
+
+
 @dataclass(frozen=True)
 class HourIngest:
-    """The outcome of one hour: billable rows, rejected envelopes and the reconciliation counts."""
+    """The outcome of one hour: billable rows (in parts, possibly on disk), rejected envelopes,
+    the reconciliation counts, and the usage rows' rollup and output-schema failures."""
+
+    usage_parts: FrameParts
+    quarantined: pl.DataFrame
+    envelopes_read: int
+    duplicates_dropped: int
+    usage_summary: pl.DataFrame
+    usage_failures: pl.DataFrame
+
+    @property
+    def usage_rows(self) -> int:
+        return self.usage_parts.rows
+
+    @property
+    def usage_events(self) -> pl.DataFrame:
+        """Every usage row at once, by request_id (for small hours and tests)."""
+        return self.usage_parts.collect().sort("request_id")
+
+
+@dataclass(frozen=True)
+class BucketIngest:
+    """One dedup bucket finished: its usage rows and what it sends to quarantine."""
 
     usage_events: pl.DataFrame
     quarantined: pl.DataFrame
-    envelopes_read: int
     duplicates_dropped: int
 
 
@@ -78,7 +114,7 @@ def ingest_hour(
     pseudonym_key: bytes,
 ) -> HourIngest:
     """Parse, validate, deduplicate and enrich one hour's envelopes held in memory."""
-    return ingest_parsed(parse_hour(stored, pseudonym_key), hour, deployments)
+    return finish_hour([parse_hour(stored, pseudonym_key)], hour, deployments, buckets=1)
 
 
 def ingest_slices(
@@ -88,22 +124,62 @@ def ingest_slices(
     deployments: pl.DataFrame,
     pseudonym_key: bytes,
     workers: int = 1,
+    spill: Path | None = None,
+    bucket_bytes: int = BUCKET_BYTES,
 ) -> HourIngest:
-    """Ingest an hour read slice by slice from the store (see `parse_slices`)."""
-    parsed = concat_batches(parse_slices(read, slices, pseudonym_key, workers))
-    return ingest_parsed(parsed, hour, deployments)
+    """Ingest an hour read slice by slice from the store (see `parse_slices`); with a `spill`
+    folder, rows wait on disk and memory stays flat whatever the hour's size."""
+    hour_bytes = sum(part.end - part.start for part in slices)
+    buckets = -(-hour_bytes // bucket_bytes) if spill is not None else 1
+    batches = parse_slices(read, slices, pseudonym_key, workers)
+    return finish_hour(batches, hour, deployments, buckets, spill)
 
 
-def ingest_parsed(parsed: ParsedBatch, hour: str, deployments: pl.DataFrame) -> HourIngest:
-    """Validate, deduplicate and enrich an hour's parsed rows (`parse_slices` or `parse_hour`)."""
-    rows, rejected = parsed
-    valid, invalid = split_valid(rows, hour)
+def finish_hour(
+    batches: Iterable[ParsedBatch],
+    hour: str,
+    deployments: pl.DataFrame,
+    buckets: int,
+    spill: Path | None = None,
+) -> HourIngest:
+    """Spread parsed rows into request_id buckets, then finish one bucket at a time."""
+    rows = BucketSpill("request_id", buckets, PARSED_ENVELOPES, spill and spill / "parsed")
+    rejected: list[pl.DataFrame] = [pl.DataFrame(schema=REJECTED)]
+    envelopes = 0
+    for batch_rows, batch_rejects in batches:
+        rows.add(batch_rows)
+        rejected.append(batch_rejects)
+        envelopes += batch_rows.height + batch_rejects.height
+    usage = FrameParts(USAGE_EVENTS, spill and spill / "usage_events")
+    quarantined = [pl.concat(rejected)]
+    schema = usage_events_schema()
+    tally = HourTally(lambda frame: schema_failures(frame, schema))
+    duplicates = 0
+    for bucket in rows.buckets():
+        finished = finish_bucket(bucket, hour, deployments)
+        usage.append(finished.usage_events)
+        quarantined.append(finished.quarantined)
+        tally.add(finished.usage_events)
+        duplicates += finished.duplicates_dropped
+    return HourIngest(
+        usage_parts=usage,
+        quarantined=conform(
+            pl.concat(quarantined).with_columns(pl.lit(hour).alias("hour")), QUARANTINE_CANDIDATES
+        ).sort("source", "source_line"),
+        envelopes_read=envelopes,
+        duplicates_dropped=duplicates,
+        usage_summary=tally.summary(USAGE_EVENTS),
+        usage_failures=tally.failures(),
+    )
+
+
+def finish_bucket(parsed: pl.DataFrame, hour: str, deployments: pl.DataFrame) -> BucketIngest:
+    """Validate, deduplicate and enrich rows that hold every delivery of their request_ids."""
+    valid, invalid = split_valid(parsed, hour)
     unique, conflicts, duplicates = drop_duplicates(valid)
     events = attach_deployments(unique.lazy().with_columns(pl.lit(hour).alias("hour")), deployments)
-    quarantined = pl.concat([rejected, invalid, conflicts]).with_columns(pl.lit(hour).alias("hour"))
-    return HourIngest(
+    return BucketIngest(
         usage_events=conform(events.collect(), USAGE_EVENTS).sort("request_id"),
-        quarantined=conform(quarantined, QUARANTINE_CANDIDATES).sort("source", "source_line"),
-        envelopes_read=rows.height + rejected.height,
+        quarantined=pl.concat([invalid, conflicts]),
         duplicates_dropped=duplicates,
     )

@@ -37,10 +37,16 @@ class Stored(Protocol):
 
 
 class Slice(Protocol):
-    """A part of one stored object (store.base.HourSlice)."""
+    """Bytes [start, end) of one stored object (store.base.HourSlice)."""
 
     @property
     def name(self) -> str: ...
+
+    @property
+    def start(self) -> int: ...
+
+    @property
+    def end(self) -> int: ...
 
 
 S = TypeVar("S", bound=Slice)

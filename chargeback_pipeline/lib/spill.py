@@ -1,0 +1,100 @@
+"""Rows of an hour too large to hold at once: Arrow IPC parts in a scratch folder, by bucket."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import polars as pl
+
+PENDING_ROWS = 100_000
+"""Rows buffered before they are split into buckets and written (about 50 MB of parsed rows)."""
+
+
+class FrameParts:
+    """Frames appended one by one and read back one by one; on disk when given a folder."""
+
+    def __init__(self, schema: dict[str, pl.DataType], folder: Path | None = None) -> None:
+        self.schema = schema
+        self.rows = 0
+        self._folder = folder
+        self._frames: list[pl.DataFrame] = []
+        self._files: list[Path] = []
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def append(self, frame: pl.DataFrame) -> None:
+        """Keep one frame (empty frames are not kept)."""
+        if frame.is_empty():
+            return
+        self.rows += frame.height
+        if self._folder is None:
+            self._frames.append(frame)
+            return
+        path = self._folder / f"{len(self._files):06d}.arrow"
+        # Uncompressed: the parts live for minutes and are read back once.
+        frame.write_ipc(path, compression="uncompressed")
+        self._files.append(path)
+
+    def extend(self, frames: Iterable[pl.DataFrame]) -> None:
+        """Keep each frame in turn."""
+        for frame in frames:
+            self.append(frame)
+
+    def __iter__(self) -> Iterator[pl.DataFrame]:
+        yield from self._frames
+        for path in self._files:
+            yield pl.read_ipc(path)
+
+    def collect(self) -> pl.DataFrame:
+        """Every part as one frame (for small hours and tests)."""
+        return pl.concat([pl.DataFrame(schema=self.schema), *self], rechunk=True)
+
+
+class BucketSpill:
+    """Rows split into buckets by a hash of `key`: every row of one key lands in one bucket, so
+    each bucket can be deduplicated alone while the others stay on disk."""
+
+    def __init__(
+        self,
+        key: str,
+        buckets: int,
+        schema: dict[str, pl.DataType],
+        folder: Path | None = None,
+        pending_rows: int = PENDING_ROWS,
+    ) -> None:
+        self._key = key
+        self._parts = [
+            FrameParts(schema, folder / f"bucket-{index:04d}" if folder else None)
+            for index in range(max(1, buckets))
+        ]
+        self._pending: list[pl.DataFrame] = []
+        self._pending_rows = 0
+        # More buckets need a bigger buffer, or each write leaves a tiny file per bucket.
+        self._limit = max(pending_rows, 2_000 * len(self._parts))
+
+    def add(self, frame: pl.DataFrame) -> None:
+        """Buffer rows; write them to their buckets once the buffer is full."""
+        self._pending.append(frame)
+        self._pending_rows += frame.height
+        if self._pending_rows >= self._limit:
+            self._flush()
+
+    def buckets(self) -> Iterator[pl.DataFrame]:
+        """Each bucket's rows as one frame, one bucket in memory at a time."""
+        self._flush()
+        for parts in self._parts:
+            yield parts.collect()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        rows = pl.concat(self._pending, rechunk=False)
+        self._pending, self._pending_rows = [], 0
+        if len(self._parts) == 1:
+            self._parts[0].append(rows)
+            return
+        bucket = (pl.col(self._key).hash(seed=0) % len(self._parts)).alias("_bucket")
+        split = rows.with_columns(bucket).partition_by("_bucket", as_dict=True, include_key=False)
+        for (index,), part in split.items():
+            self._parts[int(index)].append(part)

@@ -1,0 +1,58 @@
+"""Hours streamed into Delta: one commit per hour, a failed stream leaves the table as it was."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from deltalake import DeltaTable
+
+from chargeback_pipeline.lib.delta import (
+    count_hour_rows,
+    read_hour_batches,
+    replace_hour,
+    replace_hour_batches,
+)
+
+SCHEMA = {"request_id": pl.String(), "n": pl.Int64(), "hour": pl.String()}
+HOUR = "2026-11-27-13:00"
+
+
+def frame(hour: str, start: int, count: int) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "request_id": [f"r{n}" for n in range(start, start + count)],
+            "n": range(start, start + count),
+        }
+    ).with_columns(hour=pl.lit(hour))
+
+
+def test_an_hour_streamed_in_frames_is_one_commit_and_other_hours_stay(tmp_path):
+    uri = str(tmp_path / "t")
+    replace_hour(uri, frame("2026-11-27-12:00", 0, 3), "2026-11-27-12:00", SCHEMA)
+    before = DeltaTable(uri).version()
+    replace_hour_batches(uri, (frame(HOUR, s, 100) for s in range(0, 1000, 100)), HOUR, SCHEMA)
+    assert DeltaTable(uri).version() == before + 1
+    assert count_hour_rows(uri, HOUR) == 1000 and count_hour_rows(uri, "2026-11-27-12:00") == 3
+    batches = list(read_hour_batches(uri, HOUR, SCHEMA, batch_rows=256))
+    assert all(b.height <= 256 for b in batches)
+    assert sorted(pl.concat(batches)["n"].to_list()) == list(range(1000))
+
+
+def test_a_stream_that_fails_midway_leaves_the_previous_hour(tmp_path):
+    uri = str(tmp_path / "t")
+    replace_hour(uri, frame(HOUR, 0, 5), HOUR, SCHEMA)
+    before = DeltaTable(uri).version()
+
+    def frames():
+        yield frame(HOUR, 100, 50)
+        raise RuntimeError("store went away")
+
+    with pytest.raises(Exception, match="store went away"):
+        replace_hour_batches(uri, frames(), HOUR, SCHEMA)
+    assert DeltaTable(uri).version() == before
+    assert sorted(pl.read_delta(uri)["n"].to_list()) == [0, 1, 2, 3, 4]
+
+
+def test_a_missing_table_reads_as_no_batches_and_no_rows(tmp_path):
+    assert list(read_hour_batches(str(tmp_path / "none"), HOUR, SCHEMA)) == []
+    assert count_hour_rows(str(tmp_path / "none"), HOUR) == 0
