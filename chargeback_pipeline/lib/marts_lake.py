@@ -95,14 +95,14 @@ def changed_days(
         if version is None:
             return frozenset()
         raise FullRebuildNeeded(f"{pinned.uri} no longer exists")
-    current = partition_files(pinned.table)
     if version is None:
-        return days_of(current[PARTITION])
+        return days_of(partition_files(pinned.table)[PARTITION])
     if table_id != pinned.table_id:
         raise FullRebuildNeeded(f"{pinned.uri} was recreated")
     if version == pinned.version:
         return frozenset()
     previous = partition_files(load_version(pinned, version, storage_options))
+    current = partition_files(pinned.table)
     added = current.join(previous, on=["file", PARTITION], how="anti")
     removed = previous.join(current, on=["file", PARTITION], how="anti")
     return days_of(pl.concat([added, removed])[PARTITION])
