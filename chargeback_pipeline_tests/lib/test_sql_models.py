@@ -12,6 +12,7 @@ import pytest
 
 from chargeback_pipeline.lib.marts import mart_variables, seed_sources
 from chargeback_pipeline.lib.sql_models import (
+    DayWindowError,
     ModelDocsError,
     ModelGraphError,
     ModelRunError,
@@ -172,6 +173,52 @@ def test_failed_model_rolls_back_the_whole_run(tmp_path: Path) -> None:
 
     assert con.execute("select n from stg_n").fetchall() == [(1,)]
     assert con.execute("select n from m").fetchall() == [(10,)]
+
+
+INCREMENTAL = "{{ config(materialized='incremental_by_day', time_column='day') }}\n"
+
+
+def test_replacing_days_rewrites_only_those_days_and_reads_refs_through_them(
+    tmp_path: Path,
+) -> None:
+    files = {
+        "staging/stg_calls.sql": INCREMENTAL + "select * from {{ source('lake', 'calls') }}",
+        "marts/daily.sql": INCREMENTAL
+        + "select day, count(*) as calls from {{ ref('stg_calls') }} group by day",
+        "marts/total.sql": "select sum(calls) as calls from {{ ref('daily') }}",
+    }
+    models = order_models(load_models(write_project(tmp_path, files)))
+    first = pl.DataFrame({"day": [datetime(2026, 3, d).date() for d in (1, 1, 2)]})
+    con = duckdb.connect()
+    run_models(con, models, {("lake", "calls"): first})
+
+    # only day 2 is re-read: two calls now, and day 1 must keep its two
+    day_two = datetime(2026, 3, 2).date()
+    again = pl.DataFrame({"day": [day_two, day_two]})
+    runs = run_models(
+        con,
+        models,
+        {("lake", "calls"): again},
+        refresh={"stg_calls": frozenset({day_two}), "daily": frozenset({day_two})},
+    )
+
+    assert [(run.name, run.action) for run in runs] == [
+        ("stg_calls", "replaced_days"),
+        ("daily", "replaced_days"),
+        ("total", "rebuilt"),
+    ]
+    assert sorted(con.execute("select * from daily").fetchall()) == [
+        (datetime(2026, 3, 1).date(), 2),
+        (day_two, 2),
+    ]
+    assert con.execute("select calls from total").fetchall() == [(4,)]
+    with pytest.raises(DayWindowError, match="2 new rows fall outside"):
+        run_models(
+            con, models, {("lake", "calls"): first}, refresh={"stg_calls": frozenset({day_two})}
+        )
+    assert con.execute("select count(*) from stg_calls").fetchall() == [(4,)]
+    with pytest.raises(ModelGraphError, match="only incremental_by_day models replace days"):
+        run_models(con, models, {("lake", "calls"): first}, refresh={"total": frozenset({day_two})})
 
 
 DOCS = """
