@@ -7,9 +7,14 @@ from datetime import datetime
 
 import polars as pl
 import pyarrow as pa
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable, WriterProperties, write_deltalake
 
 from chargeback_pipeline.lib.tables import conform
+
+FILE_BYTES = 32 * 1024 * 1024
+"""Target Parquet file size: the writer buffers about one file, so this bounds its memory."""
+BATCH_ROWS = 50_000
+"""Rows per frame when an hour is read back in batches."""
 
 
 def table_uri(lake: str, table: str) -> str:
@@ -48,7 +53,13 @@ def replace_hour_batches(
     data = pa.RecordBatchReader.from_batches(arrow_schema, batches)
     if not table_exists(uri, storage_options):
         write_deltalake(
-            uri, data, mode="append", partition_by=["hour"], storage_options=storage_options
+            uri,
+            data,
+            mode="append",
+            partition_by=["hour"],
+            storage_options=storage_options,
+            target_file_size=FILE_BYTES,
+            writer_properties=WriterProperties(max_row_group_size=BATCH_ROWS),
         )
         return
     write_deltalake(
@@ -58,6 +69,8 @@ def replace_hour_batches(
         predicate=f"hour = '{_quoted(hour)}'",
         partition_by=["hour"],
         storage_options=storage_options,
+        target_file_size=FILE_BYTES,
+        writer_properties=WriterProperties(max_row_group_size=BATCH_ROWS),
     )
 
 
@@ -84,7 +97,7 @@ def read_hour_batches(
     hour: str,
     schema: dict[str, pl.DataType],
     storage_options: dict[str, str] | None = None,
-    batch_rows: int = 250_000,
+    batch_rows: int = BATCH_ROWS,
 ) -> Iterator[pl.DataFrame]:
     """One hour's rows as frames of at most `batch_rows` (nothing when the table does not exist)."""
     if not table_exists(uri, storage_options):
@@ -92,7 +105,9 @@ def read_hour_batches(
     dataset = DeltaTable(uri, storage_options=storage_options).to_pyarrow_dataset(
         partitions=[("hour", "=", hour)]
     )
-    for batch in dataset.to_batches(batch_size=batch_rows):
+    # pyarrow reads ahead 16 batches by default: memory would follow the batch size x 16.
+    batches = dataset.to_batches(batch_size=batch_rows, batch_readahead=1, fragment_readahead=1)
+    for batch in batches:
         if batch.num_rows:
             yield conform(pl.from_arrow(pa.Table.from_batches([batch])), schema)  # type: ignore[arg-type]
 

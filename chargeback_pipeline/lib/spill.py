@@ -7,8 +7,10 @@ from pathlib import Path
 
 import polars as pl
 
-PENDING_ROWS = 100_000
-"""Rows buffered before they are split into buckets and written (about 50 MB of parsed rows)."""
+PENDING_ROWS = 25_000
+"""Rows buffered before they are split into buckets and written (about 12 MB of parsed rows)."""
+FILE_ROWS = 500
+"""The fewest rows a bucket's file should hold on average, so many buckets buffer more rows."""
 
 
 class FrameParts:
@@ -71,7 +73,7 @@ class BucketSpill:
         self._pending: list[pl.DataFrame] = []
         self._pending_rows = 0
         # More buckets need a bigger buffer, or each write leaves a tiny file per bucket.
-        self._limit = max(pending_rows, 2_000 * len(self._parts))
+        self._limit = max(pending_rows, FILE_ROWS * len(self._parts))
 
     def add(self, frame: pl.DataFrame) -> None:
         """Buffer rows; write them to their buckets once the buffer is full."""
