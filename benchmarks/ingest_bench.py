@@ -44,7 +44,6 @@ from chargeback_pipeline.lib.demo_traffic import generate_hour
 from chargeback_pipeline.lib.ingest import ingest_slices
 from chargeback_pipeline.lib.marts import MartsBuild, build_marts
 from chargeback_pipeline.lib.reference import load_reference
-from chargeback_pipeline.lib.spill import FrameParts
 from chargeback_pipeline.settings import PROJECT_ROOT
 from chargeback_pipeline.store import (
     SLICE_BYTES,
@@ -194,12 +193,9 @@ def ingest_child(store_root: str, lake: str) -> dict[str, float]:
         quarantined = keep_first_detection(outcome.quarantined, earlier, datetime.now(UTC))
         _replace(lake, c.QUARANTINED_ENVELOPES, [quarantined], tables.QUARANTINED_ENVELOPES)
         _replace(lake, c.USAGE_EVENTS, outcome.usage_parts, tables.USAGE_EVENTS)
-    # What the costs asset does: price the stored hour batch by batch.
-    with tempfile.TemporaryDirectory(prefix="bench-costs-") as spill:
-        costs = FrameParts(tables.USAGE_COSTS, Path(spill))
-        events = read_hour_batches(table_uri(lake, c.USAGE_EVENTS), HOUR, tables.USAGE_EVENTS)
-        costs.extend(usage_costs(batch, reference) for batch in events)
-        _replace(lake, c.USAGE_COSTS, costs, tables.USAGE_COSTS)
+    # What the costs asset does: price the stored hour batch by batch into usage_costs.
+    events = read_hour_batches(table_uri(lake, c.USAGE_EVENTS), HOUR, tables.USAGE_EVENTS)
+    _replace(lake, c.USAGE_COSTS, (usage_costs(b, reference) for b in events), tables.USAGE_COSTS)
     finished = time.perf_counter()
     return {
         "wall_s": finished - started,

@@ -1,8 +1,6 @@
 """usage_events + reference data -> usage_costs: allocated and priced, recomputable any time."""
 
 import os
-import tempfile
-from pathlib import Path
 
 import dagster as dg
 
@@ -12,7 +10,6 @@ from chargeback_pipeline.lib.checks import unallocated_share, unpriced_usage
 from chargeback_pipeline.lib.costs import usage_costs as cost_usage
 from chargeback_pipeline.lib.delta import read_hour_batches, replace_hour_batches
 from chargeback_pipeline.lib.hour_summary import HourTally
-from chargeback_pipeline.lib.spill import FrameParts
 from chargeback_pipeline.lib.validation import schema_failures, usage_costs_schema
 from chargeback_pipeline.metadata import column_schema, failures_preview, usage_costs_metadata
 from chargeback_pipeline.partitions import hourly_partitions
@@ -65,16 +62,11 @@ def usage_costs(
         reference = chargeback.reference()
     schema = usage_costs_schema()
     tally = HourTally(lambda frame: schema_failures(frame, schema))
-    # Pricing is row by row, so the hour is priced batch by batch and the costs wait on disk
-    # (TMPDIR): Delta cannot read one table while it writes another in the same thread.
-    with tempfile.TemporaryDirectory(prefix="chargeback-costs-") as spill:
-        costs = FrameParts(tables.USAGE_COSTS, Path(spill))
-        events = read_hour_batches(
-            chargeback.table(c.USAGE_EVENTS), hour, tables.USAGE_EVENTS, options
-        )
-        costs.extend(tally.observe(cost_usage(batch, reference) for batch in events))
-        costs_uri = chargeback.table(c.USAGE_COSTS)
-        replace_hour_batches(costs_uri, costs, hour, tables.USAGE_COSTS, options)
+    # Pricing is row by row: the hour streams from usage_events into usage_costs in batches.
+    events = read_hour_batches(chargeback.table(c.USAGE_EVENTS), hour, tables.USAGE_EVENTS, options)
+    costs = tally.observe(cost_usage(batch, reference) for batch in events)
+    costs_uri = chargeback.table(c.USAGE_COSTS)
+    replace_hour_batches(costs_uri, costs, hour, tables.USAGE_COSTS, options)
     summary = tally.summary(tables.USAGE_COSTS)
     unpriced = unpriced_usage(summary)
     share = unallocated_share(summary)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterable, Iterator
 from datetime import datetime
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -45,21 +48,39 @@ def replace_hour_batches(
     schema: dict[str, pl.DataType],
     storage_options: dict[str, str] | None = None,
 ) -> None:
-    """`replace_hour` for an hour streamed as frames: still one commit, one frame in memory."""
+    """`replace_hour` for an hour streamed as frames: still one commit, a few frames in memory.
+
+    Frames are made in a background thread while the writer encodes the previous ones, so
+    they may come from reading another Delta table (delta-rs cannot block inside its writer).
+    """
     arrow_schema = conform(pl.DataFrame(schema=schema), schema).to_arrow().schema
     batches = (
         batch for frame in frames for batch in conform(frame, schema).to_arrow().to_batches()
     )
-    data = pa.RecordBatchReader.from_batches(arrow_schema, batches)
-    if not table_exists(uri, storage_options):
+    exists = table_exists(uri, storage_options)
+    with _Ahead(batches) as ahead:
+        data = pa.RecordBatchReader.from_batches(arrow_schema, ahead)
+        try:
+            _write(uri, data, hour if exists else None, storage_options)
+        except Exception:
+            ahead.raise_error()  # the producer's own error, not the writer's wrapping of it
+            raise
+
+
+def _write(
+    uri: str, data: pa.RecordBatchReader, hour: str | None, options: dict[str, str] | None
+) -> None:
+    # A new table is created by appending; an existing one has exactly `hour` replaced.
+    properties = WriterProperties(max_row_group_size=BATCH_ROWS)
+    if hour is None:
         write_deltalake(
             uri,
             data,
             mode="append",
             partition_by=["hour"],
-            storage_options=storage_options,
+            storage_options=options,
             target_file_size=FILE_BYTES,
-            writer_properties=WriterProperties(max_row_group_size=BATCH_ROWS),
+            writer_properties=properties,
         )
         return
     write_deltalake(
@@ -68,10 +89,60 @@ def replace_hour_batches(
         mode="overwrite",
         predicate=f"hour = '{_quoted(hour)}'",
         partition_by=["hour"],
-        storage_options=storage_options,
+        storage_options=options,
         target_file_size=FILE_BYTES,
-        writer_properties=WriterProperties(max_row_group_size=BATCH_ROWS),
+        writer_properties=properties,
     )
+
+
+_END = object()
+
+
+class _Ahead:
+    """Items made by a background thread at most `depth` ahead of the consumer; an error in
+    the thread is raised in the consumer."""
+
+    def __init__(self, items: Iterable[Any], depth: int = 2) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._make, args=(items,), daemon=True)
+
+    def __enter__(self) -> _Ahead:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def __iter__(self) -> Iterator[Any]:
+        while (item := self._queue.get()) is not _END:
+            yield item
+        self.raise_error()
+
+    def raise_error(self) -> None:
+        """Raise the thread's error, if it failed."""
+        if self._error is not None:
+            raise self._error
+
+    def _make(self, items: Iterable[Any]) -> None:
+        try:
+            for item in items:
+                if not self._put(item):
+                    return
+        except BaseException as error:  # handed to the consumer, raised there
+            self._error = error
+        self._put(_END)
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
 
 def _quoted(hour: str) -> str:
