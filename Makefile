@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: demo test lint typecheck unit lint-infra dev azurite bench bench-store mono chromium clean
+.PHONY: demo test lint typecheck unit lint-infra dev azurite bench bench-azurite bench-store mono chromium clean
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -67,7 +67,11 @@ dev: $(STAMP)
 
 # Hour ingest vs an orjson floor and a naive json+pandas baseline, forwarder throughput, marts build.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/ingest_bench.py
+	$(BIN)/python benchmarks/ingest_bench.py $(BENCH_ARGS)
+
+# The same with the hour stored in Azurite (a real Blob endpoint, started and stopped by the bench).
+bench-azurite: $(STAMP) $(NODE_STAMP)
+	$(BIN)/python benchmarks/ingest_bench.py --azurite $(BENCH_ARGS)
 
 # Forwarder write and hour read throughput, local folder vs Azurite (figures, not assertions).
 bench-store: $(STAMP) $(NODE_STAMP)

@@ -30,6 +30,7 @@ import polars as pl
 from deltalake import write_deltalake
 
 from chargeback_pipeline import constants as c
+from chargeback_pipeline.devtools.azurite import start_azurite, stop_process
 from chargeback_pipeline.forwarder.core import forward_envelope
 from chargeback_pipeline.forwarder.server import ROUTE, build_server
 from chargeback_pipeline.lib import tables
@@ -45,12 +46,8 @@ from chargeback_pipeline.lib.ingest import ingest_slices
 from chargeback_pipeline.lib.marts import MartsBuild, build_marts
 from chargeback_pipeline.lib.reference import load_reference
 from chargeback_pipeline.settings import PROJECT_ROOT
-from chargeback_pipeline.store import (
-    SLICE_BYTES,
-    LocalEnvelopeStore,
-    hour_slices,
-    read_store_slice,
-)
+from chargeback_pipeline.store import SLICE_BYTES, hour_slices, open_store, read_store_slice
+from chargeback_pipeline.store.base import EnvelopeStore
 
 HOUR_START = datetime(2026, 11, 26, 13, tzinfo=UTC)
 HOUR = "2026-11-26-13:00"
@@ -123,19 +120,19 @@ def _break(envelope: dict[str, Any], number: int) -> None:
 # ---------------------------------------------------------------------------- forwarder
 
 
-def forward_in_process(bodies: list[bytes], root: Path) -> float:
-    """Write every envelope through `forward_envelope` into a local store; returns seconds."""
-    store = LocalEnvelopeStore(root)
+def forward_in_process(bodies: list[bytes], store: EnvelopeStore) -> float:
+    """Write every envelope through `forward_envelope` into a store; returns seconds."""
     started = time.perf_counter()
     for body in bodies:
         assert forward_envelope(body, store, MAX_BYTES).status == 202
     return time.perf_counter() - started
 
 
-def forward_over_http(bodies: list[bytes], root: Path, threads: int) -> float:
+def forward_over_http(bodies: list[bytes], spec: str, container: str, threads: int) -> float:
     """POST every envelope to the forwarder server on 127.0.0.1 from `threads` clients."""
     os.environ.update(
-        CHARGEBACK_STORE=str(root),
+        CHARGEBACK_STORE=spec,
+        CHARGEBACK_CONTAINER=container,
         CHARGEBACK_FORWARDER_KEY="",
         CHARGEBACK_MAX_ENVELOPE_BYTES=str(MAX_BYTES),
     )
@@ -175,15 +172,15 @@ def _post_all(port: int, bodies: list[bytes]) -> None:
 # ---------------------------------------------------------------------------- ingest (child)
 
 
-def ingest_child(store_root: str, lake: str) -> dict[str, float]:
+def ingest_child(spec: str, container: str, lake: str) -> dict[str, float]:
     """Store -> usage_events, quarantined_envelopes and usage_costs Delta, as the assets do it."""
     reference = load_reference(SEEDS)
     workers = int(os.environ.get("CHARGEBACK_PARSE_WORKERS") or os.cpu_count() or 1)
     started = time.perf_counter()
     # What the ingest asset does: workers read their own slices of the hour from the store,
     # rows wait on disk in request_id buckets, each table is written in one commit.
-    slices = hour_slices(LocalEnvelopeStore(Path(store_root)).list_hour(HOUR), SLICE_BYTES)
-    read = partial(read_store_slice, store_root, "envelopes")
+    slices = hour_slices(open_store(spec, container).list_hour(HOUR), SLICE_BYTES)
+    read = partial(read_store_slice, spec, container)
     with tempfile.TemporaryDirectory(prefix="bench-hour-") as spill:
         outcome = ingest_slices(
             read, slices, HOUR, reference.deployments, PSEUDONYM_KEY, workers, Path(spill)
@@ -226,9 +223,9 @@ def own_peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_ingest(store_root: Path, lake: Path) -> dict[str, float]:
+def run_ingest(spec: str, container: str, lake: Path) -> dict[str, float]:
     """Ingest in a child process, so generating the envelopes does not count."""
-    command = [sys.executable, __file__, "--ingest-child", str(store_root), str(lake)]
+    command = [sys.executable, __file__, "--ingest-child", spec, container, str(lake)]
     done = subprocess.run(command, check=True, capture_output=True, text=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     # Conservative: the ingest process's peak plus every worker at its (upper-bound) peak.
@@ -239,31 +236,30 @@ def run_ingest(store_root: Path, lake: Path) -> dict[str, float]:
 # ---------------------------------------------------------------------------- floor and naive
 
 
-def stored_objects(root: Path) -> Iterator[bytes]:
+def stored_objects(store: EnvelopeStore) -> Iterator[bytes]:
     """The bytes of every object the store holds for the hour, in name order."""
-    for path in sorted((root / "raw").rglob("*")):
-        if path.suffix in (".ndjson", ".json"):
-            yield path.read_bytes()
+    for item in sorted(store.list_hour(HOUR), key=lambda found: found.name):
+        yield store.read_object(item.name)
 
 
-def floor(root: Path) -> float:
+def floor(store: EnvelopeStore) -> float:
     """Read the same bytes and orjson-parse every line, nothing else (single core)."""
     started = time.perf_counter()
-    for data in stored_objects(root):
+    for data in stored_objects(store):
         for line in data.split(b"\n"):
             if line:
                 orjson.loads(line)
     return time.perf_counter() - started
 
 
-def naive(root: Path) -> float:
+def naive(store: EnvelopeStore) -> float:
     """Per-envelope json.loads, body json.loads, Python usage extraction, a pandas DataFrame."""
     import pandas as pd
 
     started = time.perf_counter()
     rows = [
         _naive_row(json.loads(line))
-        for data in stored_objects(root)
+        for data in stored_objects(store)
         for line in data.split(b"\n")
         if line
     ]
@@ -382,21 +378,26 @@ def timed(action: Callable[[], object]) -> float:
 # ---------------------------------------------------------------------------- report
 
 
-def measure_size(count: int, folder: Path, threads: int, full: bool) -> dict[str, Any]:
-    """Generate, forward and ingest one size; the full size also gets HTTP, floor and naive."""
+def measure_size(
+    count: int, folder: Path, threads: int, full: bool, blob: str | None = None
+) -> dict[str, Any]:
+    """Generate, forward and ingest one size; the full size also gets HTTP, floor and naive.
+    The hour goes to a local folder, or to Blob Storage when `blob` is a connection string."""
     bodies = make_bodies(count)
     result: dict[str, Any] = {"envelopes": len(bodies), "mb": sum(map(len, bodies)) / MB}
     result["biggest_mb"] = max(map(len, bodies)) / MB
-    store = folder / f"store-{count}"
+    spec, container = (blob, f"bench{count}") if blob else (str(folder / f"store-{count}"), "")
+    store = open_store(spec, container)
     result["in_process_s"] = forward_in_process(bodies, store)
     if full:
         # Throughput needs no full hour: the first HTTP_SAMPLE envelopes over HTTP.
         sample = bodies[:HTTP_SAMPLE]
         result["http_n"] = len(sample)
-        result["http_s"] = forward_over_http(sample, folder / f"http-{count}", threads)
+        http = (blob, f"http{count}") if blob else (str(folder / f"http-{count}"), "")
+        result["http_s"] = forward_over_http(sample, *http, threads)
     del bodies
     os.sync()  # the forwarder's writes reach the disk now, not during the measured ingest
-    result["ingest"] = run_ingest(store, folder / f"lake-{count}")
+    result["ingest"] = run_ingest(spec, container, folder / f"lake-{count}")
     if full:
         result["floor_s"] = floor(store)
         result["naive_s"] = naive(store)
@@ -420,7 +421,9 @@ def measure_marts(folder: Path, hour_lake: Path) -> dict[str, Any]:
     return figures
 
 
-def print_report(big: dict[str, Any], small: dict[str, Any], marts: dict[str, Any]) -> None:
+def print_report(
+    big: dict[str, Any], small: dict[str, Any], marts: dict[str, Any], store: str
+) -> None:
     """The table, then the single `bench:` line."""
     n, ingest = big["envelopes"], big["ingest"]
     wall = ingest["wall_s"]
@@ -438,7 +441,7 @@ def print_report(big: dict[str, Any], small: dict[str, Any], marts: dict[str, An
             f"{big['http_n'] / big['http_s']:,.0f} env/s "
             f"({big['http_n']:,} in {big['http_s']:.1f} s)",
         ),
-        ("ingest wall (store -> 3 Delta)", f"{wall:.2f} s, {ingest['workers']} workers"),
+        ("ingest wall (store -> 3 Delta)", f"{wall:.2f} s, {ingest['workers']} workers, {store}"),
         ("  parse+validate+dedup", f"{ingest['parse_s']:.2f} s"),
         ("  costs + Delta writes", f"{ingest['write_cost_s']:.2f} s"),
         ("ingest throughput", f"{n / wall:,.0f} env/s, {big['mb'] / wall:.1f} MB/s"),
@@ -493,19 +496,31 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=4, help="HTTP client threads")
     parser.add_argument(
-        "--ingest-child", nargs=2, metavar=("STORE", "LAKE"), help=argparse.SUPPRESS
+        "--azurite",
+        action="store_true",
+        help="store the hour in Azurite (started here, in memory) instead of a local folder",
+    )
+    parser.add_argument(
+        "--ingest-child", nargs=3, metavar=("STORE", "CONTAINER", "LAKE"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
     if args.ingest_child:
         print(json.dumps(ingest_child(*args.ingest_child)))
         return
-    with tempfile.TemporaryDirectory(prefix="ingest-bench-") as name:
-        folder = Path(name)
-        # The small size first (its figures stay independent of the big one).
-        small = measure_size(max(100, args.envelopes // 10), folder, args.threads, full=False)
-        big = measure_size(args.envelopes, folder, args.threads, full=True)
-        marts = measure_marts(folder, folder / f"lake-{args.envelopes}")
-    print_report(big, small, marts)
+    azurite = start_azurite() if args.azurite else None
+    try:
+        with tempfile.TemporaryDirectory(prefix="ingest-bench-") as name:
+            folder = Path(name)
+            blob = azurite.connection_string if azurite else None
+            # The small size first (its figures stay independent of the big one).
+            small_count = max(100, args.envelopes // 10)
+            small = measure_size(small_count, folder, args.threads, full=False, blob=blob)
+            big = measure_size(args.envelopes, folder, args.threads, full=True, blob=blob)
+            marts = measure_marts(folder, folder / f"lake-{args.envelopes}")
+    finally:
+        if azurite:
+            stop_process(azurite.process)
+    print_report(big, small, marts, "Azurite" if azurite else "local folder")
 
 
 if __name__ == "__main__":
