@@ -162,7 +162,7 @@ def usage_from_sse(body: str) -> Usage | None:
 _DECODER = json.JSONDecoder()
 
 
-def _values_of(text: str, key: str) -> Iterator[Any]:
+def json_values(text: str, key: str) -> Iterator[Any]:
     """Values of `"key":` in a JSON text, last first, decoding only those values."""
     needle = f'"{key}"'
     end = len(text)
@@ -190,10 +190,10 @@ def usage_from_json_tail(body: str) -> Usage | None:
     The usage object closes the response, after vectors or long completions; skipping the full
     parse keeps large bodies cheap. Image responses and anything unusual take the full parse.
     """
-    usage = next((v for v in _values_of(body, "usage") if isinstance(v, dict)), None)
+    usage = next((v for v in json_values(body, "usage") if isinstance(v, dict)), None)
     if usage is None:
         return None
-    model = next((v for v in _values_of(body, "model") if isinstance(v, str) and v), None)
+    model = next((v for v in json_values(body, "model") if isinstance(v, str) and v), None)
     return usage_from_object(usage, model)
 
 
