@@ -27,6 +27,7 @@ setup(
         "duckdb-extension-azure==1.5.5",
         "pandera[polars]==0.35.0",
         "orjson==3.13.0",
+        "msgspec==0.22.0",
         "matplotlib==3.11.2",
         "prometheus-client==0.26.0",
         "starlette==1.10.0",
