@@ -115,7 +115,11 @@ def split_object(name: str, data: bytes) -> Iterator[StoredEnvelope]:
     if name.endswith(".json"):
         yield StoredEnvelope(name, 1, data)
         return
-    for number, line in enumerate(data.split(b"\n"), start=1):
+    yield from _envelopes(name, data.split(b"\n"))
+
+
+def _envelopes(name: str, lines: list[bytes]) -> Iterator[StoredEnvelope]:
+    for number, line in enumerate(lines, start=1):
         if line.strip():
             yield StoredEnvelope(name, number, line)
 
@@ -167,6 +171,10 @@ def hour_slices(objects: Iterable[StoredObject], slice_bytes: int) -> list[HourS
     return slices
 
 
+LINE_GUESS = 64 * 1024
+"""Bytes read past a slice's end in the same request: almost every line ending is within it."""
+
+
 def read_slice(store: EnvelopeStore, part: HourSlice) -> tuple[list[StoredEnvelope], int]:
     """A slice's envelopes, lines numbered from 1 within the slice, and its line count.
 
@@ -176,26 +184,21 @@ def read_slice(store: EnvelopeStore, part: HourSlice) -> tuple[list[StoredEnvelo
     if part.name.endswith(".json"):
         return [StoredEnvelope(part.name, 1, store.read_object(part.name))], 1
     begin = max(part.start - 1, 0)
-    data = store.read_range(part.name, begin, part.end - begin)
-    data += _rest_of_last_line(store, part, data)
-    skip = 0 if part.start == 0 else data.find(b"\n") + 1
-    if part.start and (skip == 0 or skip >= part.end - begin):
+    last = part.end - begin - 1  # the slice's last byte, counted from `begin`
+    data = store.read_range(part.name, begin, min(part.end + LINE_GUESS, part.size) - begin)
+    skip = 0 if part.start == 0 else data.find(b"\n", 0, last + 1) + 1
+    if part.start and not 0 < skip <= last:
         return [], 0  # no line starts inside this slice
-    owned = data[skip:]
-    # Only an object's last slice can end without a newline, so newlines count the lines
-    # that later slices of the object follow.
-    return list(split_object(part.name, owned)), owned.count(b"\n")
-
-
-def _rest_of_last_line(store: EnvelopeStore, part: HourSlice, data: bytes) -> bytes:
-    """The bytes after the slice up to and including the next newline (a line never exceeds
-    the append limit, so this reads at most that much)."""
-    if part.end >= part.size or data.endswith(b"\n"):
-        return b""
-    length = min(APPEND_LIMIT_BYTES + 1, part.size - part.end)
-    rest = store.read_range(part.name, part.end, length)
-    cut = rest.find(b"\n")
-    return rest if cut < 0 else rest[: cut + 1]
+    cut = data.find(b"\n", last)
+    if cut < 0 and begin + len(data) < part.size:
+        # A line longer than the guess; no line exceeds the append limit.
+        more = min(APPEND_LIMIT_BYTES + 1, part.size - begin - len(data))
+        data += store.read_range(part.name, begin + len(data), more)
+        cut = data.find(b"\n", last)
+    lines = (data[skip:] if cut < 0 else data[skip : cut + 1]).split(b"\n")
+    # Only an object's last slice can end without a newline, so newlines (pieces - 1) count
+    # the lines that later slices of the object follow.
+    return list(_envelopes(part.name, lines)), len(lines) - 1
 
 
 def hours_before(children: Callable[[str], Iterable[str]], cutoff_hour_key: str) -> list[str]:

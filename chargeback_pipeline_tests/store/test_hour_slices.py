@@ -4,13 +4,14 @@ slices yield exactly the envelopes and line numbers of reading each object whole
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from unittest.mock import patch
 
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chargeback_pipeline.store import LocalEnvelopeStore, open_store, read_hour
+from chargeback_pipeline.store import LocalEnvelopeStore, base, open_store, read_hour
 from chargeback_pipeline.store.base import hour_slices, read_slice
 
 HOUR = "2026-11-27-13:00"
@@ -41,17 +42,24 @@ lines = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None)
-@given(lines=lines, trailing_newline=st.booleans(), slice_bytes=st.integers(1, 300))
+@settings(max_examples=80, deadline=None)
+@given(
+    lines=lines,
+    trailing_newline=st.booleans(),
+    slice_bytes=st.integers(1, 300),
+    line_guess=st.integers(0, 80),
+)
 def test_slices_give_the_lines_of_the_whole_object(
-    tmp_path_factory, lines, trailing_newline, slice_bytes
+    tmp_path_factory, lines, trailing_newline, slice_bytes, line_guess
 ):
     root = tmp_path_factory.mktemp("store")
     name = "raw/2026/11/27/13/20261127T1305-w.ndjson"
     (root / name).parent.mkdir(parents=True)
     (root / name).write_bytes(b"\n".join(lines) + (b"\n" if trailing_newline else b""))
     store = LocalEnvelopeStore(root)
-    assert sliced(store, slice_bytes) == whole(store)
+    # A small guess makes slices read the rest of their last line in a second request.
+    with patch.object(base, "LINE_GUESS", line_guess):
+        assert sliced(store, slice_bytes) == whole(store)
 
 
 def test_single_envelope_objects_are_never_cut(tmp_path):
@@ -73,6 +81,15 @@ def test_a_line_longer_than_the_slice_is_read_once(tmp_path):
     for n, raw in enumerate([b'{"request_id":"a"}', long, b'{"request_id":"b"}']):
         store.write_envelope(raw, IN_HOUR, str(n))
     assert sliced(store, 1000) == whole(store)
+
+
+def test_a_line_longer_than_the_read_ahead_is_read_whole(tmp_path):
+    store = LocalEnvelopeStore(tmp_path)
+    long = orjson.dumps({"request_id": "long", "pad": "x" * (base.LINE_GUESS * 3)})
+    for n, raw in enumerate([b'{"request_id":"a"}', long, b'{"request_id":"b"}']):
+        store.write_envelope(raw, IN_HOUR, str(n))
+    assert sliced(store, 1000) == whole(store)
+    assert [raw for _, _, raw in sliced(store, 1000)][1] == long
 
 
 @pytest.mark.slow
