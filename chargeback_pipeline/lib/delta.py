@@ -173,14 +173,11 @@ def read_hour_batches(
     """One hour's rows as frames of at most `batch_rows` (nothing when the table does not exist)."""
     if not table_exists(uri, storage_options):
         return
-    dataset = DeltaTable(uri, storage_options=storage_options).to_pyarrow_dataset(
-        partitions=[("hour", "=", hour)]
-    )
-    # pyarrow reads ahead 16 batches by default: memory would follow the batch size x 16.
-    batches = dataset.to_batches(batch_size=batch_rows, batch_readahead=1, fragment_readahead=1)
-    for batch in batches:
-        if batch.num_rows:
-            yield conform(pl.from_arrow(pa.Table.from_batches([batch])), schema)  # type: ignore[arg-type]
+    scan = pl.scan_delta(uri, storage_options=storage_options).filter(pl.col("hour") == hour)
+    # The streaming engine reads the hour's files chunk by chunk: memory follows batch_rows.
+    for batch in scan.collect_batches(chunk_size=batch_rows):
+        if batch.height:
+            yield conform(batch, schema)
 
 
 def count_hour_rows(uri: str, hour: str, storage_options: dict[str, str] | None = None) -> int:
