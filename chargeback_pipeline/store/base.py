@@ -6,12 +6,13 @@ import hashlib
 import os
 import re
 import socket
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NamedTuple, Protocol, TypeVar
+
+from chargeback_pipeline.lib.bounded import bounded_map
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -132,19 +133,6 @@ def read_hour(store: EnvelopeStore, hour_key: str, workers: int = 16) -> Iterato
             names, bounded_map(pool, store.read_object, names, workers), strict=True
         ):
             yield from split_object(name, data)
-
-
-def bounded_map(
-    pool: Executor, function: Callable[[T], R], items: Iterable[T], window: int
-) -> Iterator[R]:
-    """`pool.map` keeping at most `window` results ahead of the consumer: memory stays flat."""
-    pending: deque[Future[R]] = deque()
-    for item in items:
-        pending.append(pool.submit(function, item))
-        if len(pending) >= window:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
 
 
 @dataclass(frozen=True)
