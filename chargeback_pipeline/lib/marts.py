@@ -21,7 +21,12 @@ from chargeback_pipeline.lib.lake_views import (
     attach_lake_views,
     view_name,
 )
-from chargeback_pipeline.lib.marts_lake import PinnedTable, pin_table, read_pinned
+from chargeback_pipeline.lib.marts_lake import (
+    FullRebuildNeeded,
+    PinnedTable,
+    pin_table,
+    read_pinned,
+)
 from chargeback_pipeline.lib.marts_refresh import (
     Mode,
     RefreshPlan,
@@ -239,9 +244,14 @@ def run_plan(
     if plan.mode != "full":
         # unchanged: nothing is read, the sources only have to exist for the models to compile
         days = plan.days if plan.mode == "incremental" else frozenset()
-        lake = {key: read_pinned(table, LAKE_SOURCES[key], days) for key, table in pinned.items()}
         try:
+            lake = {
+                key: read_pinned(table, LAKE_SOURCES[key], days) for key, table in pinned.items()
+            }
             return run_models(con, models, {**seeds, **lake}, values, plan.refresh, record), plan
+        except FullRebuildNeeded as error:
+            # e.g. a table written without hour partitions: its days cannot be read alone
+            plan = full(str(error))
         except DayWindowError as error:
             plan = full(f"a refresh by day would not be exact: {error}")
     lake = {key: read_pinned(table, LAKE_SOURCES[key]) for key, table in pinned.items()}

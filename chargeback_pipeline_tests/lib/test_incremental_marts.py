@@ -389,3 +389,18 @@ def test_a_lake_table_created_after_the_build_adds_its_days(
 
     assert (built.mode, built.days) == ("incremental", (date(2026, 3, 3),))
     assert_equals_full_rebuild(lake, path, seeds, tmp_path)
+
+
+def test_a_lake_table_without_hour_partitions_is_rebuilt_in_full_not_failed(
+    tmp_path: Path, seeds: Path
+) -> None:
+    """Tables written by hand (or by an older version) without `hour` partitions cannot be read
+    by day: every build of them is a full one, and none fails."""
+    root = tmp_path / "flat-lake"
+    rows = [row for day in DAYS for row in day_of_calls(day)]
+    write_deltalake(str(root / "usage_costs"), costs_frame(rows).to_arrow())
+    path = tmp_path / "marts.duckdb"
+    assert build(root, path, seeds).mode == "full"
+    again = build(root, path, seeds)
+    assert again.mode == "full" and "not partitioned by hour" in again.reason
+    assert_equals_full_rebuild(root, path, seeds, tmp_path)
