@@ -14,6 +14,7 @@ import orjson
 from chargeback_pipeline.lib.estimate import estimate_usage
 from chargeback_pipeline.lib.usage import (
     INT64_LIMIT,
+    Usage,
     UsageRangeError,
     UsageTypeError,
     operation_of,
@@ -155,6 +156,28 @@ def _texts(sections: Mapping[str, Mapping[str, Any]]) -> dict[str, str | None]:
     }
 
 
+def usage_columns(
+    tags: Mapping[str, str], usage: Usage, operation: str, status: int, streamed: bool
+) -> dict[str, Any]:
+    """The row's tag, usage and call columns (shared by the reference and the fast path)."""
+    return {
+        "cost_center": tags.get("cost-center"),
+        "project": tags.get("project"),
+        "tags": orjson.dumps(tags, option=orjson.OPT_SORT_KEYS).decode() if tags else "{}",
+        "model": usage.model,
+        "operation": operation,
+        "status_code": status,
+        "streamed": streamed,
+        "prompt_tokens": usage.prompt_tokens,
+        "cached_tokens": usage.cached_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+        "total_tokens": usage.total_tokens,
+        "images": usage.images,
+        "token_source": usage.token_source,
+    }
+
+
 def envelope_row(
     envelope: Mapping[str, Any], source: str, source_line: int, pseudonym_key: bytes
 ) -> dict[str, Any]:
@@ -201,21 +224,8 @@ def envelope_row(
         "request_id": request_id,
         "timestamp": timestamp,
         **texts,
-        "cost_center": tags.get("cost-center"),
-        "project": tags.get("project"),
-        "tags": orjson.dumps(tags, option=orjson.OPT_SORT_KEYS).decode() if tags else "{}",
+        **usage_columns(tags, usage, operation, status, streamed),
         "user_hash": pseudonymise(user_id, pseudonym_key),
-        "model": usage.model,
-        "operation": operation,
-        "status_code": status,
-        "streamed": streamed,
-        "prompt_tokens": usage.prompt_tokens,
-        "cached_tokens": usage.cached_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "reasoning_tokens": usage.reasoning_tokens,
-        "total_tokens": usage.total_tokens,
-        "images": usage.images,
-        "token_source": usage.token_source,
         "elapsed_ms": _typed(envelope, "elapsed_ms", int, "envelope"),
         "request_bytes": _byte_size(request, "request"),
         "response_bytes": _byte_size(response, "response"),

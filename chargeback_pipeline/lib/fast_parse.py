@@ -12,7 +12,12 @@ from typing import Annotated, Any
 import msgspec
 import orjson
 
-from chargeback_pipeline.lib.envelopes import SUPPORTED_MAJOR, parse_timestamp, pseudonymise
+from chargeback_pipeline.lib.envelopes import (
+    SUPPORTED_MAJOR,
+    parse_timestamp,
+    pseudonymise,
+    usage_columns,
+)
 from chargeback_pipeline.lib.usage import (
     INT64_LIMIT,
     TAIL_READ_FROM,
@@ -171,21 +176,8 @@ def _row(
         "backend_id": backend.id,
         "deployment": backend.deployment,
         "api_version": backend.api_version,
-        "cost_center": tags.get("cost-center"),
-        "project": tags.get("project"),
-        "tags": orjson.dumps(tags, option=orjson.OPT_SORT_KEYS).decode() if tags else "{}",
+        **usage_columns(tags, usage, operation, status, streamed),
         "user_hash": pseudonymise(caller.user_id, pseudonym_key),
-        "model": usage.model,
-        "operation": operation,
-        "status_code": status,
-        "streamed": streamed,
-        "prompt_tokens": usage.prompt_tokens,
-        "cached_tokens": usage.cached_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "reasoning_tokens": usage.reasoning_tokens,
-        "total_tokens": usage.total_tokens,
-        "images": usage.images,
-        "token_source": usage.token_source,
         "elapsed_ms": envelope.elapsed_ms,
         "request_bytes": _size(request.body_bytes, request_body),
         "response_bytes": _size(response.body_bytes, response_body),
