@@ -39,10 +39,11 @@ from chargeback_pipeline.lib.validation import (
 _CALL_CONTENT = [c for c in PARSED_ENVELOPES if c not in ("source", "source_line")]
 
 
-FINISH_THREADS = 2
 BUCKET_BYTES = 256 * 1024 * 1024
-"""Envelope bytes per dedup bucket: an hour is finished one bucket at a time, so memory follows
-this, not the hour's size (a bucket of 256 MB of envelopes is 25-250 k rows)."""
+"""Envelope bytes per dedup bucket: an hour is finished a few buckets at a time, so memory
+follows this, not the hour's size (a bucket of 256 MB of envelopes is 25-250 k rows)."""
+FINISH_THREADS = 2
+"""Buckets finished at once (Polars releases the GIL for most of a bucket's work)."""
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ def finish_hour(
     buckets: int,
     spill: Path | None = None,
 ) -> HourIngest:
-    """Spread parsed rows into request_id buckets, then finish one bucket at a time."""
+    """Spread parsed rows into request_id buckets, then finish FINISH_THREADS buckets at a time."""
     rows = BucketSpill("request_id", buckets, PARSED_ENVELOPES, spill and spill / "parsed")
     rejected: list[pl.DataFrame] = [pl.DataFrame(schema=REJECTED)]
     envelopes = 0
@@ -160,7 +161,6 @@ def finish_hour(
     tally = HourTally(lambda frame: schema_failures(frame, schema))
     duplicates = 0
     finish = partial(finish_bucket, hour=hour, deployments=deployments)
-    # Two buckets at a time: Polars releases the GIL for most of a bucket's work.
     with ThreadPoolExecutor(FINISH_THREADS, thread_name_prefix="finish-bucket") as pool:
         for finished in bounded_map(pool, finish, rows.buckets(), FINISH_THREADS):
             usage.append(finished.usage_events)
