@@ -6,6 +6,7 @@ import json
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from chargeback_pipeline.forwarder.core import ForwardResult, forward_envelope
+from chargeback_pipeline.gateway.httpio import serve_until_interrupted
 from chargeback_pipeline.settings import load_settings
 from chargeback_pipeline.store import EnvelopeStore, open_store
 
@@ -72,9 +73,4 @@ def serve(host: str, port: int) -> None:
     """Serve until interrupted."""
     server = build_server(host, port)
     print(f"forwarder listening on http://{host}:{server.server_port}{ROUTE}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_until_interrupted(server)
