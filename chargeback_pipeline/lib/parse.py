@@ -128,16 +128,6 @@ def _shift_lines(frame: pl.DataFrame, shift: int) -> pl.DataFrame:
     return frame.with_columns(pl.col("source_line") + shift) if shift else frame
 
 
-def concat_batches(batches: Iterable[ParsedBatch]) -> ParsedBatch:
-    """One frame of rows and one of rejects from parsed batches."""
-    rows: list[pl.DataFrame] = [pl.DataFrame(schema=PARSED_ENVELOPES)]
-    rejects: list[pl.DataFrame] = [pl.DataFrame(schema=REJECTED)]
-    for batch_rows, batch_rejects in batches:
-        rows.append(batch_rows)
-        rejects.append(batch_rejects)
-    return pl.concat(rows, rechunk=True), pl.concat(rejects, rechunk=True)
-
-
 def _in_order(function: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
     """`function` over items, in order; in worker processes when `workers` > 1 and there is
     more than one item (starting a worker costs about half a second)."""
