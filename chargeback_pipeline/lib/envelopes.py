@@ -33,7 +33,7 @@ class EnvelopeError(ValueError):
         self.detail = detail
 
 
-def decode_envelope(raw: bytes) -> dict[str, Any]:
+def decode_envelope(raw: bytes | memoryview) -> dict[str, Any]:
     """Parse one stored envelope; anything but a JSON object is an EnvelopeError."""
     try:
         document = orjson.loads(raw)

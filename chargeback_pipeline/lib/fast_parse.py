@@ -124,12 +124,12 @@ _NO_CALLER, _NO_BACKEND = _Caller(), _Backend()
 
 
 def fast_row(
-    raw: bytes, source: str, source_line: int, pseudonym_key: bytes
+    raw: bytes | memoryview, source: str, source_line: int, pseudonym_key: bytes
 ) -> dict[str, Any] | None:
     """The row `envelope_row` makes of this envelope, or None when only the reference can tell."""
     try:
         envelope = _DECODER.decode(raw)
-        return _row(envelope, raw.isascii(), source, source_line, pseudonym_key)
+        return _row(envelope, source, source_line, pseudonym_key)
     except (ValueError, RecursionError):
         # msgspec's DecodeError, UnicodeDecodeError, orjson's, EnvelopeError and
         # UsageTypeError are all ValueErrors: the reference path finds and words the fault.
@@ -137,7 +137,7 @@ def fast_row(
 
 
 def _row(
-    envelope: _Envelope, ascii: bool, source: str, source_line: int, pseudonym_key: bytes
+    envelope: _Envelope, source: str, source_line: int, pseudonym_key: bytes
 ) -> dict[str, Any] | None:
     schema_version, request_id = envelope.schema_version, envelope.request_id
     request, response = envelope.request, envelope.response
@@ -155,10 +155,10 @@ def _row(
     api = envelope.api or _NO_API
     operation = operation_of(request.path, api.operation_id)
     request_body = _literal(request.body)
-    if request_body is not None and not ascii:
-        orjson.loads(request_body)  # only orjson checks the UTF-8 that msgspec skipped
+    if request_body is not None:
+        str(request_body, "utf-8")  # msgspec skips a Raw body's UTF-8; orjson would refuse it
     response_body = _literal(response.body)
-    usage = _usage(response_body, ascii, streamed, envelope.gateway_tokens, operation)
+    usage = _usage(response_body, streamed, envelope.gateway_tokens, operation)
     if usage.token_source == "none" and 200 <= status < 300:
         return None  # an estimate reads both bodies whole: the reference path does it
     subscription, product = envelope.subscription or _NO_NAMED, envelope.product or _NO_NAMED
@@ -206,13 +206,12 @@ def _size(declared: int | None, literal: memoryview | None) -> int | None:
 
 def _usage(
     literal: memoryview | None,
-    ascii: bool,
     streamed: bool,
     counts: _GatewayTokens | None,
     operation: str,
 ) -> Usage:
     """`resolve_usage` of the body, decoding only the tail of a large one when that is proof."""
-    reported = None if literal is None else tail_usage(literal, ascii, streamed, operation)
+    reported = None if literal is None else tail_usage(literal, streamed, operation)
     if reported is not None:
         return reported
     body = None if literal is None else orjson.loads(literal)
@@ -220,15 +219,12 @@ def _usage(
     return resolve_usage(body, streamed, gateway_tokens, operation)
 
 
-def tail_usage(literal: memoryview, ascii: bool, streamed: bool, operation: str) -> Usage | None:
-    """Reported usage proven from a body literal's tail alone, or None to read the whole body.
-
-    `ascii`: the whole envelope is ASCII, so its UTF-8 needs no check.
-    """
+def tail_usage(literal: memoryview, streamed: bool, operation: str) -> Usage | None:
+    """Reported usage proven from a body literal's tail alone, or None to read the whole body."""
     if operation == "image_generations" or len(literal) <= TAIL_BYTES:
         return None  # images are counted from the whole body
-    if not (ascii or bytes(literal).isascii()):
-        return None  # nothing but orjson would check the UTF-8 of the undecoded head
+    if not _is_utf8(literal):
+        return None  # the reference path words the fault orjson finds
     if streamed or literal[:6] == b'"data:' or literal[:7] == b'"event:':
         _, tail = _decoded_tail(literal, TAIL_BYTES)
         return _sse_tail_usage(tail) if tail else None
@@ -239,6 +235,15 @@ def tail_usage(literal: memoryview, ascii: bool, streamed: bool, operation: str)
     if tail is None or len(tail) + cut // MAX_BYTES_PER_CHAR <= TAIL_READ_FROM:
         return None
     return _json_tail_usage(tail)
+
+
+def _is_utf8(literal: memoryview) -> bool:
+    """Whether the bytes are valid UTF-8, as orjson checks and msgspec does not in a Raw body."""
+    try:
+        str(literal, "utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _keep_for_length(size: int) -> int:

@@ -34,7 +34,7 @@ class Stored(Protocol):
 
     source: str
     line: int
-    raw: bytes
+    raw: bytes | memoryview
 
 
 class Slice(Protocol):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -19,6 +20,8 @@ class UsageRangeError(UsageTypeError):
 
 
 INT64_LIMIT = 2**63
+# \\u escapes of the letters of "usage" and "data" (a, d, e, g, s, t, u), hex in either case.
+_ESCAPED_KEY_LETTER = re.compile(r"\\u00(?:6[1457]|7[345])", re.IGNORECASE)
 TAIL_READ_FROM = 8 * 1024
 """Response bodies longer than this (characters) have their usage read from the tail."""
 
@@ -141,8 +144,16 @@ def sse_payloads(body: str) -> Iterator[str]:
             yield "\n".join(lines)
 
 
+def may_hold_usage(text: str) -> bool:
+    """Whether JSON in `text` could hold a usage object or an image list: their keys appear as
+    written, or with a letter behind a \\u escape (no other escape makes a letter)."""
+    return '"usage"' in text or '"data"' in text or _ESCAPED_KEY_LETTER.search(text) is not None
+
+
 def usage_from_sse(body: str) -> Usage | None:
     """Usage from the final usage chunk or `response.completed` event; a cut frame is skipped."""
+    if not may_hold_usage(body):
+        return None  # most streams without a usage chunk: no need to parse every frame
     fallback_model: str | None = None
     for payload in sse_payloads(body):
         if payload == "[DONE]":

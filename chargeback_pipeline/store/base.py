@@ -24,11 +24,12 @@ SLICE_BYTES = 16 * 1024 * 1024
 
 
 class StoredEnvelope(NamedTuple):
-    """One stored envelope: the object it was read from, its 1-based line there, its raw bytes."""
+    """One stored envelope: the object it was read from, its 1-based line there, its raw bytes
+    (a view into the slice read, when it came from one)."""
 
     source: str
     line: int
-    raw: bytes
+    raw: bytes | memoryview
 
 
 @dataclass(frozen=True)
@@ -183,10 +184,27 @@ def read_slice(store: EnvelopeStore, part: HourSlice) -> tuple[list[StoredEnvelo
         more = min(APPEND_LIMIT_BYTES + 1, part.size - begin - len(data))
         data += store.read_range(part.name, begin + len(data), more)
         cut = data.find(b"\n", last)
-    lines = (data[skip:] if cut < 0 else data[skip : cut + 1]).split(b"\n")
-    # Only an object's last slice can end without a newline, so newlines (pieces - 1) count
-    # the lines that later slices of the object follow.
-    return list(_envelopes(part.name, lines)), len(lines) - 1
+    stop = len(data) if cut < 0 else cut + 1
+    # Only an object's last slice can end without a newline, so its newlines count the lines
+    # that later slices of the object follow.
+    return _line_views(part.name, data, skip, stop), data.count(b"\n", skip, stop)
+
+
+_BLANK = frozenset(b" \t\n\r\x0b\x0c")
+
+
+def _line_views(name: str, data: bytes, start: int, stop: int) -> list[StoredEnvelope]:
+    """The non-blank lines of data[start:stop], numbered from 1, as views: no line is copied."""
+    view, number = memoryview(data), 0
+    found: list[StoredEnvelope] = []
+    while start < stop:
+        end = data.find(b"\n", start, stop)
+        end = stop if end < 0 else end
+        number += 1
+        if end > start and (data[start] not in _BLANK or data[start:end].strip()):
+            found.append(StoredEnvelope(name, number, view[start:end]))
+        start = end + 1
+    return found
 
 
 def hours_before(children: Callable[[str], Iterable[str]], cutoff_hour_key: str) -> list[str]:

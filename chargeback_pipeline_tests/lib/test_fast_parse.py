@@ -248,6 +248,12 @@ SHAPES: dict[str, Callable[[], tuple[dict[str, Any], bytes]]] = {
         EMBEDDINGS,
         literal_of(embeddings_body(30_000, after_usage=TAIL_TEXTS["astral"]), ascii_escapes=True),
     ),
+    # Multilingual text is UTF-8 in the envelope: the tail is still proof once it is valid.
+    "embeddings, UTF-8 text": lambda: (
+        {**EMBEDDINGS, "request": {**EMBEDDINGS["request"], "body": '{"input":"Zürich, Kraków"}'}},
+        literal_of(embeddings_body(30_000, after_usage=TAIL_TEXTS["astral"])),
+    ),
+    "chat stream, UTF-8 text": lambda: (STREAM, literal_of(sse_body(200, padding=" déjà vu"))),
     "chat stream": lambda: (STREAM, literal_of(sse_body(200))),
     "chat stream, CRLF": lambda: (STREAM, literal_of(sse_body(200).replace("\n", "\r\n"))),
     "responses stream": lambda: (RESPONSES_STREAM, literal_of(responses_stream(150))),
@@ -265,7 +271,7 @@ def test_common_large_bodies_are_read_from_the_tail(shape):
     raw = with_literal(envelope, literal)
     row = fast_row(raw, "s", 1, KEY)
     assert row is not None and row["token_source"] == "reported"
-    usage = tail_usage(memoryview(literal), raw.isascii(), row["streamed"], row["operation"])
+    usage = tail_usage(memoryview(literal), row["streamed"], row["operation"])
     assert usage is not None and usage.total_tokens == row["total_tokens"]
     assert same([raw]) == 1
 

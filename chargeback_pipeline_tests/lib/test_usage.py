@@ -68,6 +68,22 @@ def test_sse_stream_cut_mid_frame_still_finds_the_earlier_usage_frame():
     assert (usage.prompt_tokens, usage.completion_tokens, usage.model) == (5, 2, "m-1")
 
 
+@pytest.mark.parametrize(
+    "key", ['"usage"', '"us\\u0061ge"', '"\\u0075sage"', '"USAG\\u0045"', '"usag\\u0065"']
+)
+def test_stream_usage_key_written_with_escapes_is_still_found(key):
+    body = (
+        'data: {"choices": [{"delta": {"content": "hi"}}]}\n\n'
+        f'data: {{"choices": [], "model": "m-1", {key}: {{"prompt_tokens": 5}}}}\n\n'
+        "data: [DONE]\n\n"
+    )
+    usage = usage_from_sse(body)
+    if key.startswith('"USAG'):
+        assert usage is None  # keys are case-sensitive: \u0045 is "E"
+    else:
+        assert usage is not None and (usage.prompt_tokens, usage.model) == (5, "m-1")
+
+
 def test_stream_without_usage_chunk_falls_back_to_gateway_counts(example):
     envelope = example("chat_stream_buffered")
     frames = envelope["response"]["body"].split("\n\n")
