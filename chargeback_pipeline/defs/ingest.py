@@ -20,7 +20,7 @@ from chargeback_pipeline.lib.delta import (
     replace_hour,
     replace_hour_batches,
 )
-from chargeback_pipeline.lib.ingest import HourIngest, ingest_slices
+from chargeback_pipeline.lib.ingest import HourIngest, bucket_slices, finish_hour
 from chargeback_pipeline.lib.validation import quarantined_envelopes_schema, schema_failures
 from chargeback_pipeline.metadata import (
     column_schema,
@@ -163,19 +163,25 @@ def ingested_envelopes(
     slices = hour_slices(chargeback.envelope_store().list_hour(hour), SLICE_BYTES)
     read = partial(read_store_slice, settings.store, settings.container)
     options = chargeback.lake_options()
-    # Rows wait in a scratch folder (TMPDIR) so memory stays flat however large the hour is.
+    events_uri = chargeback.table(c.USAGE_EVENTS)
+    write_events = partial(
+        replace_hour_batches,
+        events_uri,
+        hour=hour,
+        schema=tables.USAGE_EVENTS,
+        storage_options=options,
+    )
+    # Rows wait in a scratch folder (TMPDIR) so memory stays flat however large the hour is;
+    # buckets are finished while the usage_events commit streams them out.
     with tempfile.TemporaryDirectory(prefix="chargeback-hour-") as spill:
-        outcome = ingest_slices(
-            read, slices, hour, deployments, pseudonym_key, settings.parse_workers, Path(spill)
-        )
-        if outcome.envelopes_read == 0:
-            _refuse_to_empty_a_billed_hour(chargeback.table(c.USAGE_EVENTS), hour, options)
-        quarantine_uri = chargeback.table(c.QUARANTINED_ENVELOPES)
-        earlier = read_hours(quarantine_uri, [hour], tables.QUARANTINED_ENVELOPES, options)
-        quarantined = keep_first_detection(outcome.quarantined, earlier, datetime.now(UTC))
-        replace_hour(quarantine_uri, quarantined, hour, tables.QUARANTINED_ENVELOPES, options)
-        events_uri = chargeback.table(c.USAGE_EVENTS)
-        replace_hour_batches(events_uri, outcome.usage_parts, hour, tables.USAGE_EVENTS, options)
+        bucketed = bucket_slices(read, slices, pseudonym_key, settings.parse_workers, Path(spill))
+        if bucketed.envelopes_read == 0:
+            _refuse_to_empty_a_billed_hour(events_uri, hour, options)
+        outcome = finish_hour(bucketed, hour, deployments, write_events)
+    quarantine_uri = chargeback.table(c.QUARANTINED_ENVELOPES)
+    earlier = read_hours(quarantine_uri, [hour], tables.QUARANTINED_ENVELOPES, options)
+    quarantined = keep_first_detection(outcome.quarantined, earlier, datetime.now(UTC))
+    replace_hour(quarantine_uri, quarantined, hour, tables.QUARANTINED_ENVELOPES, options)
     context.log.info(
         f"{hour}: {outcome.envelopes_read} envelopes -> {outcome.usage_rows} usage rows, "
         f"{outcome.quarantined.height} quarantined, {outcome.duplicates_dropped} duplicates"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
+from typing import NamedTuple
 
 import polars as pl
 
@@ -50,6 +51,13 @@ def combine_rollups(parts: list[pl.DataFrame]) -> pl.DataFrame:
     return pl.concat(parts).group_by(keys).agg(pl.exclude(keys).sum())
 
 
+class FrameTally(NamedTuple):
+    """What one frame adds to an hour's tally."""
+
+    rollup: pl.DataFrame
+    failures: pl.DataFrame
+
+
 class HourTally:
     """The rollup and the output-check failures of an hour that passes by in frames."""
 
@@ -58,10 +66,18 @@ class HourTally:
         self._rollups: list[pl.DataFrame] = []
         self._failures: list[pl.DataFrame] = []
 
+    def measure(self, frame: pl.DataFrame) -> FrameTally:
+        """One frame's rollup and failures, not yet counted (safe to call from any thread)."""
+        return FrameTally(rollup(frame), self._check(frame))
+
+    def record(self, measured: FrameTally) -> None:
+        """Count a frame measured earlier."""
+        self._rollups.append(measured.rollup)
+        self._failures.append(measured.failures)
+
     def add(self, frame: pl.DataFrame) -> None:
         """Count one frame of the hour."""
-        self._rollups.append(rollup(frame))
-        self._failures.append(self._check(frame))
+        self.record(self.measure(frame))
 
     def observe(self, frames: Iterable[pl.DataFrame]) -> Iterator[pl.DataFrame]:
         """Pass frames through, counting each."""

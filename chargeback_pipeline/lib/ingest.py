@@ -4,7 +4,7 @@ An hour is finished in request_id buckets, so its size sets disk use, not memory
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -14,7 +14,7 @@ import polars as pl
 
 from chargeback_pipeline.lib.bounded import bounded_map
 from chargeback_pipeline.lib.costs import attach_deployments
-from chargeback_pipeline.lib.hour_summary import HourTally
+from chargeback_pipeline.lib.hour_summary import FrameTally, HourTally
 from chargeback_pipeline.lib.hours import hour_start
 from chargeback_pipeline.lib.parse import (
     PARSED_ENVELOPES,
@@ -48,24 +48,36 @@ FINISH_THREADS = 2
 
 @dataclass(frozen=True)
 class HourIngest:
-    """The outcome of one hour: billable rows (in parts, possibly on disk), rejected envelopes,
-    the reconciliation counts, and the usage rows' rollup and output-schema failures."""
+    """The outcome of one hour: rejected envelopes, the reconciliation counts, and the usage
+    rows' rollup and output-schema failures (the rows themselves went to a writer)."""
 
-    usage_parts: FrameParts
     quarantined: pl.DataFrame
     envelopes_read: int
+    usage_rows: int
     duplicates_dropped: int
     usage_summary: pl.DataFrame
     usage_failures: pl.DataFrame
 
-    @property
-    def usage_rows(self) -> int:
-        return self.usage_parts.rows
+
+@dataclass(frozen=True)
+class KeptHour(HourIngest):
+    """An hour ingested with its usage rows kept in parts (in memory, or on disk)."""
+
+    usage_parts: FrameParts
 
     @property
     def usage_events(self) -> pl.DataFrame:
         """Every usage row at once, by request_id (for small hours and tests)."""
         return self.usage_parts.collect().sort("request_id")
+
+
+@dataclass(frozen=True)
+class BucketedHour:
+    """An hour parsed into request_id buckets, with its rejects, waiting to be finished."""
+
+    rows: BucketSpill
+    rejected: pl.DataFrame
+    envelopes_read: int
 
 
 @dataclass(frozen=True)
@@ -117,9 +129,10 @@ def ingest_hour(
     hour: str,
     deployments: pl.DataFrame,
     pseudonym_key: bytes,
-) -> HourIngest:
+) -> KeptHour:
     """Parse, validate, deduplicate and enrich one hour's envelopes held in memory."""
-    return finish_hour([parse_hour(stored, pseudonym_key)], hour, deployments, buckets=1)
+    bucketed = bucket_batches([parse_hour(stored, pseudonym_key)], buckets=1)
+    return keep_hour(bucketed, hour, deployments)
 
 
 def ingest_slices(
@@ -131,52 +144,111 @@ def ingest_slices(
     workers: int = 1,
     spill: Path | None = None,
     bucket_bytes: int = BUCKET_BYTES,
-) -> HourIngest:
-    """Ingest an hour read slice by slice from the store (see `parse_slices`); with a `spill`
-    folder, rows wait on disk and memory stays flat whatever the hour's size."""
+) -> KeptHour:
+    """`bucket_slices` then `finish_hour`, keeping the usage rows (in `spill`, if given)."""
+    bucketed = bucket_slices(read, slices, pseudonym_key, workers, spill, bucket_bytes)
+    return keep_hour(bucketed, hour, deployments, spill and spill / "usage_events")
+
+
+def bucket_slices(
+    read: Callable[[S], tuple[Sequence[Stored], int]],
+    slices: Sequence[S],
+    pseudonym_key: bytes,
+    workers: int = 1,
+    spill: Path | None = None,
+    bucket_bytes: int = BUCKET_BYTES,
+) -> BucketedHour:
+    """Parse an hour read slice by slice from the store (see `parse_slices`) into buckets; with
+    a `spill` folder, rows wait on disk and memory stays flat whatever the hour's size."""
     hour_bytes = sum(part.end - part.start for part in slices)
     buckets = -(-hour_bytes // bucket_bytes) if spill is not None else 1
     batches = parse_slices(read, slices, pseudonym_key, workers)
-    return finish_hour(batches, hour, deployments, buckets, spill)
+    return bucket_batches(batches, buckets, spill and spill / "parsed")
 
 
-def finish_hour(
-    batches: Iterable[ParsedBatch],
-    hour: str,
-    deployments: pl.DataFrame,
-    buckets: int,
-    spill: Path | None = None,
-) -> HourIngest:
-    """Spread parsed rows into request_id buckets, then finish FINISH_THREADS buckets at a time."""
-    rows = BucketSpill("request_id", buckets, PARSED_ENVELOPES, spill and spill / "parsed")
+def bucket_batches(
+    batches: Iterable[ParsedBatch], buckets: int, spill: Path | None = None
+) -> BucketedHour:
+    """Spread parsed rows into request_id buckets (in `spill`, if given)."""
+    rows = BucketSpill("request_id", buckets, PARSED_ENVELOPES, spill)
     rejected: list[pl.DataFrame] = [pl.DataFrame(schema=REJECTED)]
     envelopes = 0
     for batch_rows, batch_rejects in batches:
         rows.add(batch_rows)
         rejected.append(batch_rejects)
         envelopes += batch_rows.height + batch_rejects.height
-    usage = FrameParts(USAGE_EVENTS, spill and spill / "usage_events")
-    quarantined = [pl.concat(rejected)]
-    schema = usage_events_schema()
-    tally = HourTally(lambda frame: schema_failures(frame, schema))
-    duplicates = 0
-    finish = partial(finish_bucket, hour=hour, deployments=deployments)
-    with ThreadPoolExecutor(FINISH_THREADS, thread_name_prefix="finish-bucket") as pool:
-        for finished in bounded_map(pool, finish, rows.buckets(), FINISH_THREADS):
-            usage.append(finished.usage_events)
-            quarantined.append(finished.quarantined)
-            tally.add(finished.usage_events)
-            duplicates += finished.duplicates_dropped
-    return HourIngest(
-        usage_parts=usage,
-        quarantined=conform(
-            pl.concat(quarantined).with_columns(pl.lit(hour).alias("hour")), QUARANTINE_CANDIDATES
-        ).sort("source", "source_line"),
-        envelopes_read=envelopes,
-        duplicates_dropped=duplicates,
-        usage_summary=tally.summary(USAGE_EVENTS),
-        usage_failures=tally.failures(),
-    )
+    return BucketedHour(rows, pl.concat(rejected), envelopes)
+
+
+def keep_hour(
+    bucketed: BucketedHour, hour: str, deployments: pl.DataFrame, folder: Path | None = None
+) -> KeptHour:
+    """`finish_hour` into parts kept in memory, or in `folder`."""
+    parts = FrameParts(USAGE_EVENTS, folder)
+    outcome = finish_hour(bucketed, hour, deployments, parts.extend)
+    return KeptHour(**vars(outcome), usage_parts=parts)
+
+
+def finish_hour(
+    bucketed: BucketedHour,
+    hour: str,
+    deployments: pl.DataFrame,
+    write_usage: Callable[[Iterable[pl.DataFrame]], None],
+) -> HourIngest:
+    """Finish the buckets, streaming their usage rows into `write_usage` (which must take them
+    all, e.g. into one Delta commit); the rest of the outcome is complete once it returns."""
+    finishing = _HourFinishing(bucketed, hour, deployments)
+    write_usage(finishing.usage_events())
+    return finishing.outcome()
+
+
+class _HourFinishing:
+    """Buckets finished FINISH_THREADS at a time; the outcome adds up as usage rows pass."""
+
+    def __init__(self, bucketed: BucketedHour, hour: str, deployments: pl.DataFrame) -> None:
+        schema = usage_events_schema()
+        self._bucketed, self._hour, self._deployments = bucketed, hour, deployments
+        self._tally = HourTally(lambda frame: schema_failures(frame, schema))
+        self._quarantined = [bucketed.rejected]
+        self._rows = self._duplicates = 0
+        self._done = False
+
+    def usage_events(self) -> Iterator[pl.DataFrame]:
+        """Each bucket's usage rows, in bucket order."""
+        finish = partial(
+            _finish_parts, hour=self._hour, deployments=self._deployments, tally=self._tally
+        )
+        parts = self._bucketed.rows.bucket_parts()
+        with ThreadPoolExecutor(FINISH_THREADS, thread_name_prefix="finish-bucket") as pool:
+            for finished, usage_tally in bounded_map(pool, finish, parts, FINISH_THREADS):
+                self._quarantined.append(finished.quarantined)
+                self._tally.record(usage_tally)
+                self._rows += finished.usage_events.height
+                self._duplicates += finished.duplicates_dropped
+                yield finished.usage_events
+        self._done = True
+
+    def outcome(self) -> HourIngest:
+        """The hour's outcome, once every bucket's usage rows have been taken."""
+        if not self._done:
+            raise RuntimeError("the usage writer stopped before every bucket was finished")
+        quarantined = pl.concat(self._quarantined).with_columns(pl.lit(self._hour).alias("hour"))
+        return HourIngest(
+            quarantined=conform(quarantined, QUARANTINE_CANDIDATES).sort("source", "source_line"),
+            envelopes_read=self._bucketed.envelopes_read,
+            usage_rows=self._rows,
+            duplicates_dropped=self._duplicates,
+            usage_summary=self._tally.summary(USAGE_EVENTS),
+            usage_failures=self._tally.failures(),
+        )
+
+
+def _finish_parts(
+    parts: FrameParts, hour: str, deployments: pl.DataFrame, tally: HourTally
+) -> tuple[BucketIngest, FrameTally]:
+    """Read one bucket, finish it and measure its usage rows (in a finishing thread)."""
+    finished = finish_bucket(parts.collect(), hour, deployments)
+    return finished, tally.measure(finished.usage_events)
 
 
 def finish_bucket(parsed: pl.DataFrame, hour: str, deployments: pl.DataFrame) -> BucketIngest:

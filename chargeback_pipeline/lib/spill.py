@@ -84,9 +84,13 @@ class BucketSpill:
 
     def buckets(self) -> Iterator[pl.DataFrame]:
         """Each bucket's rows as one frame, one bucket in memory at a time."""
-        self._flush()
-        for parts in self._parts:
+        for parts in self.bucket_parts():
             yield parts.collect()
+
+    def bucket_parts(self) -> list[FrameParts]:
+        """Every bucket's parts, once all buffered rows are written (read them in any thread)."""
+        self._flush()
+        return list(self._parts)
 
     def _flush(self) -> None:
         if not self._pending:

@@ -184,27 +184,29 @@ def read_slice(store: EnvelopeStore, part: HourSlice) -> tuple[list[StoredEnvelo
         more = min(APPEND_LIMIT_BYTES + 1, part.size - begin - len(data))
         data += store.read_range(part.name, begin + len(data), more)
         cut = data.find(b"\n", last)
-    stop = len(data) if cut < 0 else cut + 1
-    # Only an object's last slice can end without a newline, so its newlines count the lines
-    # that later slices of the object follow.
-    return _line_views(part.name, data, skip, stop), data.count(b"\n", skip, stop)
+    return _line_views(part.name, data, skip, len(data) if cut < 0 else cut + 1)
 
 
 _BLANK = frozenset(b" \t\n\r\x0b\x0c")
 
 
-def _line_views(name: str, data: bytes, start: int, stop: int) -> list[StoredEnvelope]:
-    """The non-blank lines of data[start:stop], numbered from 1, as views: no line is copied."""
-    view, number = memoryview(data), 0
+def _line_views(name: str, data: bytes, start: int, stop: int) -> tuple[list[StoredEnvelope], int]:
+    """The non-blank lines of data[start:stop], numbered from 1, as views (no line is copied),
+    and the newlines passed: only an object's last slice can end without one, so they count
+    the lines that later slices of the object follow."""
+    view, number, newlines = memoryview(data), 0, 0
     found: list[StoredEnvelope] = []
     while start < stop:
         end = data.find(b"\n", start, stop)
-        end = stop if end < 0 else end
+        if end < 0:
+            end = stop
+        else:
+            newlines += 1
         number += 1
         if end > start and (data[start] not in _BLANK or data[start:end].strip()):
             found.append(StoredEnvelope(name, number, view[start:end]))
         start = end + 1
-    return found
+    return found, newlines
 
 
 def hours_before(children: Callable[[str], Iterable[str]], cutoff_hour_key: str) -> list[str]:
