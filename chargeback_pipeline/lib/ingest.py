@@ -26,7 +26,7 @@ from chargeback_pipeline.lib.parse import (
     parse_hour,
     parse_slices,
 )
-from chargeback_pipeline.lib.spill import BucketSpill, FrameParts
+from chargeback_pipeline.lib.spill import BucketSpill, FrameParts, group_parts
 from chargeback_pipeline.lib.tables import USAGE_EVENTS, conform
 from chargeback_pipeline.lib.validation import (
     failed_rows,
@@ -39,11 +39,13 @@ from chargeback_pipeline.lib.validation import (
 _CALL_CONTENT = [c for c in PARSED_ENVELOPES if c not in ("source", "source_line")]
 
 
-BUCKET_BYTES = 256 * 1024 * 1024
-"""Envelope bytes per dedup bucket: an hour is finished a few buckets at a time, so memory
-follows this, not the hour's size (a bucket of 256 MB of envelopes is 25-250 k rows)."""
+BUCKET_BYTES = 64 * 1024 * 1024
+"""Envelope bytes per request_id bucket on disk (a bucket of 64 MB of envelopes is 6-60 k rows)."""
+FINISH_ROWS = 100_000
+"""Rows finished together: buckets are grouped up to this many, so memory follows it, not the
+hour's size, while pandera's fixed cost per validation (~30 ms) is paid a few times an hour."""
 FINISH_THREADS = 2
-"""Buckets finished at once (Polars releases the GIL for most of a bucket's work)."""
+"""Groups finished at once (Polars releases the GIL for most of a group's work)."""
 
 
 @dataclass(frozen=True)
@@ -144,10 +146,11 @@ def ingest_slices(
     workers: int = 1,
     spill: Path | None = None,
     bucket_bytes: int = BUCKET_BYTES,
+    finish_rows: int = FINISH_ROWS,
 ) -> KeptHour:
     """`bucket_slices` then `finish_hour`, keeping the usage rows (in `spill`, if given)."""
     bucketed = bucket_slices(read, slices, pseudonym_key, workers, spill, bucket_bytes)
-    return keep_hour(bucketed, hour, deployments, spill and spill / "usage_events")
+    return keep_hour(bucketed, hour, deployments, spill and spill / "usage_events", finish_rows)
 
 
 def bucket_slices(
@@ -181,11 +184,15 @@ def bucket_batches(
 
 
 def keep_hour(
-    bucketed: BucketedHour, hour: str, deployments: pl.DataFrame, folder: Path | None = None
+    bucketed: BucketedHour,
+    hour: str,
+    deployments: pl.DataFrame,
+    folder: Path | None = None,
+    finish_rows: int = FINISH_ROWS,
 ) -> KeptHour:
     """`finish_hour` into parts kept in memory, or in `folder`."""
     parts = FrameParts(USAGE_EVENTS, folder)
-    outcome = finish_hour(bucketed, hour, deployments, parts.extend)
+    outcome = finish_hour(bucketed, hour, deployments, parts.extend, finish_rows)
     return KeptHour(**vars(outcome), usage_parts=parts)
 
 
@@ -194,33 +201,39 @@ def finish_hour(
     hour: str,
     deployments: pl.DataFrame,
     write_usage: Callable[[Iterable[pl.DataFrame]], None],
+    finish_rows: int = FINISH_ROWS,
 ) -> HourIngest:
-    """Finish the buckets, streaming their usage rows into `write_usage` (which must take them
-    all, e.g. into one Delta commit); the rest of the outcome is complete once it returns."""
-    finishing = _HourFinishing(bucketed, hour, deployments)
+    """Finish the buckets in groups of up to `finish_rows` rows, streaming their usage rows into
+    `write_usage` (which must take them all, e.g. into one Delta commit); the rest of the
+    outcome is complete once it returns."""
+    finishing = _HourFinishing(bucketed, hour, deployments, finish_rows)
     write_usage(finishing.usage_events())
     return finishing.outcome()
 
 
 class _HourFinishing:
-    """Buckets finished FINISH_THREADS at a time; the outcome adds up as usage rows pass."""
+    """Groups of buckets finished FINISH_THREADS at a time; the outcome adds up as rows pass."""
 
-    def __init__(self, bucketed: BucketedHour, hour: str, deployments: pl.DataFrame) -> None:
+    def __init__(
+        self, bucketed: BucketedHour, hour: str, deployments: pl.DataFrame, finish_rows: int
+    ) -> None:
         schema = usage_events_schema()
         self._bucketed, self._hour, self._deployments = bucketed, hour, deployments
+        self._finish_rows = finish_rows
         self._tally = HourTally(lambda frame: schema_failures(frame, schema))
         self._quarantined = [bucketed.rejected]
         self._rows = self._duplicates = 0
         self._done = False
 
     def usage_events(self) -> Iterator[pl.DataFrame]:
-        """Each bucket's usage rows, in bucket order."""
+        """Each group's usage rows, in bucket order."""
         finish = partial(
-            _finish_parts, hour=self._hour, deployments=self._deployments, tally=self._tally
+            _finish_group, hour=self._hour, deployments=self._deployments, tally=self._tally
         )
-        parts = self._bucketed.rows.bucket_parts()
+        buckets = self._bucketed.rows.bucket_parts()
+        groups = group_parts(buckets, self._finish_rows, least=FINISH_THREADS)
         with ThreadPoolExecutor(FINISH_THREADS, thread_name_prefix="finish-bucket") as pool:
-            for finished, usage_tally in bounded_map(pool, finish, parts, FINISH_THREADS):
+            for finished, usage_tally in bounded_map(pool, finish, groups, FINISH_THREADS):
                 self._quarantined.append(finished.quarantined)
                 self._tally.record(usage_tally)
                 self._rows += finished.usage_events.height
@@ -243,11 +256,12 @@ class _HourFinishing:
         )
 
 
-def _finish_parts(
-    parts: FrameParts, hour: str, deployments: pl.DataFrame, tally: HourTally
+def _finish_group(
+    group: list[FrameParts], hour: str, deployments: pl.DataFrame, tally: HourTally
 ) -> tuple[BucketIngest, FrameTally]:
-    """Read one bucket, finish it and measure its usage rows (in a finishing thread)."""
-    finished = finish_bucket(parts.collect(), hour, deployments)
+    """Read a group of buckets, finish it and measure its usage rows (in a finishing thread)."""
+    parsed = pl.concat([bucket.collect() for bucket in group], rechunk=True)
+    finished = finish_bucket(parsed, hour, deployments)
     return finished, tally.measure(finished.usage_events)
 
 

@@ -104,3 +104,22 @@ class BucketSpill:
         split = rows.with_columns(bucket).partition_by("_bucket", as_dict=True, include_key=False)
         for (index,), part in split.items():
             self._parts[int(index)].append(part)
+
+
+def group_parts(parts: list[FrameParts], max_rows: int, least: int = 1) -> list[list[FrameParts]]:
+    """Consecutive parts in groups of about equal rows: enough groups for about `max_rows` rows
+    each, and at least `least` when there are that many parts."""
+    total = sum(part.rows for part in parts)
+    count = min(len(parts), max(least, -(-total // max(max_rows, 1))))
+    share = max(total / max(count, 1), 1)
+    groups: list[list[FrameParts]] = []
+    last, before = -1, 0
+    for part in parts:
+        # A part joins the group its middle row falls in.
+        index = min(count - 1, int((before + part.rows / 2) // share))
+        if index != last:
+            groups.append([])
+            last = index
+        groups[-1].append(part)
+        before += part.rows
+    return groups

@@ -11,7 +11,7 @@ import polars as pl
 from chargeback_pipeline.lib.hour_summary import token_totals
 from chargeback_pipeline.lib.ingest import ingest_hour, ingest_slices
 from chargeback_pipeline.lib.reference import load_reference
-from chargeback_pipeline.lib.spill import BucketSpill, FrameParts
+from chargeback_pipeline.lib.spill import BucketSpill, FrameParts, group_parts
 from chargeback_pipeline.settings import PROJECT_ROOT
 from chargeback_pipeline.store import LocalEnvelopeStore, read_hour, read_store_slice
 from chargeback_pipeline.store.base import hour_slices
@@ -64,7 +64,14 @@ def test_an_hour_finished_in_many_buckets_on_disk_equals_one_pass_in_memory(tmp_
     spill = tmp_path / "spill"
     hour_bytes = sum(part.end - part.start for part in slices)
     bucketed = ingest_slices(
-        read, slices, HOUR, deployments, b"k", spill=spill, bucket_bytes=hour_bytes // 5
+        read,
+        slices,
+        HOUR,
+        deployments,
+        b"k",
+        spill=spill,
+        bucket_bytes=hour_bytes // 5,
+        finish_rows=20,  # groups of one or two buckets
     )
     assert len(list((spill / "parsed").iterdir())) == 6
     assert bucketed.usage_rows == whole.usage_rows == 70
@@ -74,3 +81,19 @@ def test_an_hour_finished_in_many_buckets_on_disk_equals_one_pass_in_memory(tmp_
     assert (bucketed.duplicates_dropped, bucketed.envelopes_read) == (19, 91)
     assert token_totals(bucketed.usage_summary) == token_totals(whole.usage_summary)
     assert bucketed.usage_failures.is_empty()
+
+
+def test_parts_are_grouped_in_order_up_to_a_row_count():
+    sizes = [5, 3, 4, 12, 0, 2, 9]
+    parts = []
+    for size in sizes:
+        part = FrameParts(SCHEMA)
+        part.append(pl.DataFrame({"request_id": ["r"] * size, "n": list(range(size))}))
+        parts.append(part)
+    groups = group_parts(parts, 10)
+    assert [[part.rows for part in group] for group in groups] == [[5, 3], [4], [12, 0, 2], [9]]
+    assert [part for group in groups for part in group] == parts
+    halves = group_parts(parts[:3], 100, least=2)
+    assert [[part.rows for part in group] for group in halves] == [[5], [3, 4]]
+    assert group_parts(parts[:1], 100, least=2) == [parts[:1]]
+    assert group_parts([], 100, least=2) == []
