@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
+import time
+import uuid
 from collections.abc import Iterable, Iterator
 from datetime import datetime
+from pathlib import Path as PathLib
 from typing import Any
+from urllib.parse import quote
 
 import polars as pl
 import pyarrow as pa
-from deltalake import DeltaTable, WriterProperties, write_deltalake
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from deltalake import DeltaTable
+from deltalake import Schema as DeltaSchema
+from deltalake.fs import DeltaStorageHandler
+from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
+from chargeback_pipeline.lib.storage_options import is_remote
 from chargeback_pipeline.lib.tables import conform
 
 FILE_BYTES = 32 * 1024 * 1024
-"""Target Parquet file size: the writer buffers about one file, so this bounds its memory."""
+"""Parquet file size at which the next frame starts a new file."""
+PARTITION = "hour"
 BATCH_ROWS = 50_000
 """Rows per frame when an hour is read back in batches."""
 
@@ -48,51 +60,111 @@ def replace_hour_batches(
     schema: dict[str, pl.DataType],
     storage_options: dict[str, str] | None = None,
 ) -> None:
-    """`replace_hour` for an hour streamed as frames: still one commit, a few frames in memory.
+    """`replace_hour` for an hour streamed as frames: still one commit, a frame or two in memory.
 
-    Frames are made in a background thread while the writer encodes the previous ones, so
-    they may come from reading another Delta table (delta-rs cannot block inside its writer).
+    Frames are made in a background thread (so they may come from reading another Delta table)
+    and written to Parquet files as they come; the files are committed together at the end.
+    delta-rs's own writer would hold the whole stream in memory before writing a file.
     """
-    arrow_schema = conform(pl.DataFrame(schema=schema), schema).to_arrow().schema
-    batches = (
-        batch for frame in frames for batch in conform(frame, schema).to_arrow().to_batches()
-    )
-    exists = table_exists(uri, storage_options)
-    with _Ahead(batches) as ahead:
-        data = pa.RecordBatchReader.from_batches(arrow_schema, ahead)
-        try:
-            _write(uri, data, hour if exists else None, storage_options)
-        except Exception:
-            ahead.raise_error()  # the producer's own error, not the writer's wrapping of it
-            raise
+    table_schema = conform(pl.DataFrame(schema=schema), schema).to_arrow().schema
+    files = _HourFiles(uri, hour, table_schema, storage_options)
+    with _Ahead(frames) as ahead:
+        for frame in ahead:
+            files.write(conform(frame, schema))
+    _commit(uri, files.close(), hour, table_schema, storage_options)
 
 
-def _write(
-    uri: str, data: pa.RecordBatchReader, hour: str | None, options: dict[str, str] | None
+def _commit(
+    uri: str,
+    added: list[AddAction],
+    hour: str,
+    table_schema: pa.Schema,
+    options: dict[str, str] | None,
 ) -> None:
-    # A new table is created by appending; an existing one has exactly `hour` replaced.
-    properties = WriterProperties(max_row_group_size=BATCH_ROWS)
-    if hour is None:
-        write_deltalake(
+    """One commit: the hour's files replace its previous ones (a new table is created)."""
+    if not table_exists(uri, options):
+        create_table_with_add_actions(
             uri,
-            data,
+            DeltaSchema.from_arrow(table_schema),
+            added,
             mode="append",
-            partition_by=["hour"],
+            partition_by=[PARTITION],
             storage_options=options,
-            target_file_size=FILE_BYTES,
-            writer_properties=properties,
         )
         return
-    write_deltalake(
-        uri,
-        data,
+    actions: list[AddAction | RemoveAction] = list(added)
+    DeltaTable(uri, storage_options=options).create_write_transaction(
+        actions,
         mode="overwrite",
-        predicate=f"hour = '{_quoted(hour)}'",
-        partition_by=["hour"],
-        storage_options=options,
-        target_file_size=FILE_BYTES,
-        writer_properties=properties,
+        schema=table_schema,
+        partition_by=[PARTITION],
+        partition_filters=[(PARTITION, "=", hour)],
     )
+
+
+class _HourFiles:
+    """An hour's rows written as Parquet files of about FILE_BYTES under the table, through
+    delta-rs's object store (a local folder or Blob Storage alike), ready to be committed."""
+
+    def __init__(
+        self, uri: str, hour: str, table_schema: pa.Schema, options: dict[str, str] | None
+    ) -> None:
+        self._hour = hour
+        if not is_remote(uri):
+            PathLib(uri).mkdir(parents=True, exist_ok=True)  # the store opens an existing root
+        self._store = pafs.PyFileSystem(DeltaStorageHandler(uri, options))
+        self._schema = table_schema.remove(table_schema.get_field_index(PARTITION))
+        self._added: list[AddAction] = []
+        self._open: tuple[str, Any, pq.ParquetWriter] | None = None
+        self._rows = 0
+
+    def write(self, frame: pl.DataFrame) -> None:
+        """Append a frame's rows (the partition column lives in the log, not in the files)."""
+        if frame.is_empty():
+            return
+        stray = frame.filter(pl.col(PARTITION).ne_missing(self._hour))
+        if stray.height:
+            found = stray[PARTITION][0]
+            raise ValueError(f"a row of hour {found!r} was written to hour {self._hour!r}")
+        _, sink, writer = self._open or self._start()
+        writer.write_table(frame.drop(PARTITION).to_arrow(), row_group_size=BATCH_ROWS)
+        self._rows += frame.height
+        if sink.tell() >= FILE_BYTES:
+            self._finish()
+
+    def close(self) -> list[AddAction]:
+        """Finish the last file; the files to commit."""
+        if self._open is not None:
+            self._finish()
+        return self._added
+
+    def _start(self) -> tuple[str, Any, pq.ParquetWriter]:
+        # Laid out as delta-rs lays its files out (the commit URL-encodes the path once more):
+        # readers such as Polars take the partition value from the folder name.
+        path = f"{PARTITION}={quote(self._hour, safe='')}/part-{uuid.uuid4()}-c000.zstd.parquet"
+        sink = self._store.open_output_stream(path)
+        writer = pq.ParquetWriter(sink, self._schema, compression="zstd")
+        self._open = (path, sink, writer)
+        return self._open
+
+    def _finish(self) -> None:
+        assert self._open is not None
+        path, sink, writer = self._open
+        writer.close()
+        size = sink.tell()
+        sink.close()
+        self._added.append(
+            AddAction(
+                path=path,
+                size=size,
+                partition_values={PARTITION: self._hour},
+                modification_time=int(time.time() * 1000),
+                data_change=True,
+                # Row counts only: min/max would copy ids and pseudonyms into the log.
+                stats=json.dumps({"numRecords": self._rows}),
+            )
+        )
+        self._open, self._rows = None, 0
 
 
 _END = object()
@@ -143,11 +215,6 @@ class _Ahead:
             except queue.Full:
                 continue
         return False
-
-
-def _quoted(hour: str) -> str:
-    # Partition keys are validated upstream; doubling quotes keeps the predicate literal anyway.
-    return hour.replace("'", "''")
 
 
 def read_hours(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 
+from chargeback_pipeline.lib import delta
 from chargeback_pipeline.lib.delta import (
     count_hour_rows,
     read_hour_batches,
@@ -69,3 +70,39 @@ def test_an_hour_can_stream_from_one_table_into_another(tmp_path):
     replace_hour_batches(target, doubled, HOUR, SCHEMA)
     assert sorted(pl.read_delta(target)["n"].to_list()) == list(range(0, 1400, 2))
     assert DeltaTable(target).version() == 0
+
+
+def test_frames_reach_parquet_files_while_the_stream_is_still_running(tmp_path, monkeypatch):
+    """Memory must not follow the hour: delta-rs's writer held the whole stream first."""
+    monkeypatch.setattr(delta, "FILE_BYTES", 1)  # every frame closes its file
+    uri = tmp_path / "t"
+    seen_before_last: list[int] = []
+
+    def frames():
+        for start in range(0, 1000, 100):
+            seen_before_last.append(len(list(uri.rglob("*.parquet"))))
+            yield frame(HOUR, start, 100)
+
+    replace_hour_batches(str(uri), frames(), HOUR, SCHEMA)
+    # Frames are made at most two ahead of the writer, so by the tenth the first five are files.
+    assert seen_before_last[-1] >= 5
+    assert count_hour_rows(str(uri), HOUR) == 1000
+    assert pl.read_delta(str(uri)).filter(pl.col("hour") == HOUR).height == 1000
+
+
+def test_an_hour_written_by_delta_rs_is_replaced_whole(tmp_path):
+    """Tables written by earlier versions (delta-rs's own writer) keep working."""
+    uri = str(tmp_path / "t")
+    for hour in (HOUR, "2026-11-27-14:00"):
+        write_deltalake(uri, frame(hour, 0, 4).to_arrow(), mode="append", partition_by=["hour"])
+    replace_hour(uri, frame(HOUR, 10, 2), HOUR, SCHEMA)
+    table = pl.read_delta(uri)
+    assert sorted(table.filter(pl.col("hour") == HOUR)["n"].to_list()) == [10, 11]
+    assert table.filter(pl.col("hour") == "2026-11-27-14:00").height == 4
+
+
+def test_a_row_of_another_hour_is_refused(tmp_path):
+    uri = str(tmp_path / "t")
+    with pytest.raises(ValueError, match="2026-11-27-14:00"):
+        replace_hour(uri, frame("2026-11-27-14:00", 0, 2), HOUR, SCHEMA)
+    assert not DeltaTable.is_deltatable(uri)
