@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
@@ -237,14 +238,23 @@ def read_hour_batches(
     storage_options: dict[str, str] | None = None,
     batch_rows: int = BATCH_ROWS,
 ) -> Iterator[pl.DataFrame]:
-    """One hour's rows as frames of at most `batch_rows` (nothing when the table does not exist)."""
+    """One hour's rows as frames of at most `batch_rows` (nothing when the table does not exist).
+
+    Read file by file and row group by row group, so memory follows `batch_rows`, not the hour
+    (Polars' streaming scan held about 0.4 KB per row of the hour: 1.3 GB at 3.6 M rows).
+    """
     if not table_exists(uri, storage_options):
         return
-    scan = pl.scan_delta(uri, storage_options=storage_options).filter(pl.col("hour") == hour)
-    # The streaming engine reads the hour's files chunk by chunk: memory follows batch_rows.
-    for batch in scan.collect_batches(chunk_size=batch_rows):
-        if batch.height:
-            yield conform(batch, schema)
+    dataset = DeltaTable(uri, storage_options=storage_options).to_pyarrow_dataset()
+    for fragment in dataset.get_fragments(filter=pc.field(PARTITION) == hour):
+        with dataset.filesystem.open_input_file(fragment.path) as file:
+            for batch in pq.ParquetFile(file).iter_batches(batch_size=batch_rows):
+                if batch.num_rows:
+                    # The partition value lives in the log, not in the file.
+                    frame = pl.DataFrame(pl.from_arrow(batch)).with_columns(
+                        pl.lit(hour).alias(PARTITION)
+                    )
+                    yield conform(frame, schema)
 
 
 def count_hour_rows(uri: str, hour: str, storage_options: dict[str, str] | None = None) -> int:

@@ -41,7 +41,7 @@ _CALL_CONTENT = [c for c in PARSED_ENVELOPES if c not in ("source", "source_line
 
 BUCKET_BYTES = 64 * 1024 * 1024
 """Envelope bytes per request_id bucket on disk (a bucket of 64 MB of envelopes is 6-60 k rows)."""
-FINISH_ROWS = 100_000
+FINISH_ROWS = 50_000
 """Rows finished together: buckets are grouped up to this many, so memory follows it, not the
 hour's size, while pandera's fixed cost per validation (~30 ms) is paid a few times an hour."""
 FINISH_THREADS = 2
@@ -146,7 +146,7 @@ def ingest_slices(
     workers: int = 1,
     spill: Path | None = None,
     bucket_bytes: int = BUCKET_BYTES,
-    finish_rows: int = FINISH_ROWS,
+    finish_rows: int | None = None,
 ) -> KeptHour:
     """`bucket_slices` then `finish_hour`, keeping the usage rows (in `spill`, if given)."""
     bucketed = bucket_slices(read, slices, pseudonym_key, workers, spill, bucket_bytes)
@@ -188,7 +188,7 @@ def keep_hour(
     hour: str,
     deployments: pl.DataFrame,
     folder: Path | None = None,
-    finish_rows: int = FINISH_ROWS,
+    finish_rows: int | None = None,
 ) -> KeptHour:
     """`finish_hour` into parts kept in memory, or in `folder`."""
     parts = FrameParts(USAGE_EVENTS, folder)
@@ -201,11 +201,11 @@ def finish_hour(
     hour: str,
     deployments: pl.DataFrame,
     write_usage: Callable[[Iterable[pl.DataFrame]], None],
-    finish_rows: int = FINISH_ROWS,
+    finish_rows: int | None = None,
 ) -> HourIngest:
-    """Finish the buckets in groups of up to `finish_rows` rows, streaming their usage rows into
-    `write_usage` (which must take them all, e.g. into one Delta commit); the rest of the
-    outcome is complete once it returns."""
+    """Finish the buckets in groups of up to `finish_rows` (FINISH_ROWS) rows, streaming their
+    usage rows into `write_usage` (which must take them all, e.g. into one Delta commit); the
+    rest of the outcome is complete once it returns."""
     finishing = _HourFinishing(bucketed, hour, deployments, finish_rows)
     write_usage(finishing.usage_events())
     return finishing.outcome()
@@ -215,11 +215,11 @@ class _HourFinishing:
     """Groups of buckets finished FINISH_THREADS at a time; the outcome adds up as rows pass."""
 
     def __init__(
-        self, bucketed: BucketedHour, hour: str, deployments: pl.DataFrame, finish_rows: int
+        self, bucketed: BucketedHour, hour: str, deployments: pl.DataFrame, finish_rows: int | None
     ) -> None:
         schema = usage_events_schema()
         self._bucketed, self._hour, self._deployments = bucketed, hour, deployments
-        self._finish_rows = finish_rows
+        self._finish_rows = finish_rows or FINISH_ROWS
         self._tally = HourTally(lambda frame: schema_failures(frame, schema))
         self._quarantined = [bucketed.rejected]
         self._rows = self._duplicates = 0

@@ -99,6 +99,9 @@ def test_an_hour_written_by_delta_rs_is_replaced_whole(tmp_path):
     table = pl.read_delta(uri)
     assert sorted(table.filter(pl.col("hour") == HOUR)["n"].to_list()) == [10, 11]
     assert table.filter(pl.col("hour") == "2026-11-27-14:00").height == 4
+    older = pl.concat(read_hour_batches(uri, "2026-11-27-14:00", SCHEMA, batch_rows=3))
+    assert older["n"].sort().to_list() == [0, 1, 2, 3]
+    assert older["hour"].unique().to_list() == ["2026-11-27-14:00"]
 
 
 def test_a_row_of_another_hour_is_refused(tmp_path):
