@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -66,18 +67,26 @@ MB = 1e6
 
 
 def make_bodies(count: int, seed: int = 3) -> list[bytes]:
-    """The demo mix for one hour, a size tail (1 MB+ images, one 50 MB+ body), ~1% invalid."""
-    envelopes = list(generate_hour(HOUR_START, seed=seed, calls=count))
+    """`iter_bodies` as a list (for small counts: parse bench, tests)."""
+    return list(iter_bodies(count, seed))
+
+
+def iter_bodies(count: int, seed: int = 3) -> Iterator[bytes]:
+    """The demo mix for one hour, a size tail (1 MB+ images, one 50 MB+ body), ~1% invalid,
+    made one envelope at a time, so an hour of any size can be generated."""
     rng = Random(f"bench/{seed}/{count}")
-    images = [i for i, e in enumerate(envelopes) if _is_ok(e, "ImageGenerations_Create")]
-    for index in images[: max(1, count // 1000)]:
-        _set_body(envelopes[index], _big_image_body(rng))
-    embeddings = [i for i, e in enumerate(envelopes) if _is_ok(e, "embeddings_create")]
-    _set_body(envelopes[embeddings[-1]], _huge_embeddings_body(envelopes[embeddings[-1]]))
-    for number, index in enumerate(rng.sample(range(count), max(3, count // 100))):
-        if index not in images and index != embeddings[-1]:
-            _break(envelopes[index], number)
-    return [orjson.dumps(envelope) for envelope in envelopes]
+    broken = {index: n for n, index in enumerate(rng.sample(range(count), max(3, count // 100)))}
+    big_images, huge_at = max(1, count // 1000), count // 2
+    for index, envelope in enumerate(generate_hour(HOUR_START, seed=seed, calls=count)):
+        if big_images and _is_ok(envelope, "ImageGenerations_Create"):
+            _set_body(envelope, _big_image_body(rng))
+            big_images -= 1
+        elif index >= huge_at and _is_ok(envelope, "embeddings_create"):
+            _set_body(envelope, _huge_embeddings_body(envelope))
+            huge_at = count  # only one
+        elif index in broken:
+            _break(envelope, broken[index])
+        yield orjson.dumps(envelope)
 
 
 def _is_ok(envelope: dict[str, Any], operation_id: str) -> bool:
@@ -120,12 +129,31 @@ def _break(envelope: dict[str, Any], number: int) -> None:
 # ---------------------------------------------------------------------------- forwarder
 
 
-def forward_in_process(bodies: list[bytes], store: EnvelopeStore) -> float:
-    """Write every envelope through `forward_envelope` into a store; returns seconds."""
-    started = time.perf_counter()
+@dataclass
+class Forwarded:
+    """What went through the forwarder: how long it took (forwarding only), how much, and the
+    first envelopes kept for the HTTP sample."""
+
+    seconds: float = 0.0
+    envelopes: int = 0
+    bytes: int = 0
+    biggest: int = 0
+    sample: list[bytes] = field(default_factory=list)
+
+
+def forward_in_process(bodies: Iterable[bytes], store: EnvelopeStore, keep: int = 0) -> Forwarded:
+    """Write every envelope through `forward_envelope` into a store, keeping the first `keep`."""
+    done = Forwarded()
     for body in bodies:
+        started = time.perf_counter()
         assert forward_envelope(body, store, MAX_BYTES).status == 202
-    return time.perf_counter() - started
+        done.seconds += time.perf_counter() - started
+        done.envelopes += 1
+        done.bytes += len(body)
+        done.biggest = max(done.biggest, len(body))
+        if len(done.sample) < keep:
+            done.sample.append(body)
+    return done
 
 
 def forward_over_http(bodies: list[bytes], spec: str, container: str, threads: int) -> float:
@@ -383,19 +411,19 @@ def measure_size(
 ) -> dict[str, Any]:
     """Generate, forward and ingest one size; the full size also gets HTTP, floor and naive.
     The hour goes to a local folder, or to Blob Storage when `blob` is a connection string."""
-    bodies = make_bodies(count)
-    result: dict[str, Any] = {"envelopes": len(bodies), "mb": sum(map(len, bodies)) / MB}
-    result["biggest_mb"] = max(map(len, bodies)) / MB
     spec, container = (blob, f"bench{count}") if blob else (str(folder / f"store-{count}"), "")
     store = open_store(spec, container)
-    result["in_process_s"] = forward_in_process(bodies, store)
+    # Generated while forwarded: an hour of any size fits in memory; only forwarding is timed.
+    forwarded = forward_in_process(iter_bodies(count), store, keep=HTTP_SAMPLE if full else 0)
+    result: dict[str, Any] = {"envelopes": forwarded.envelopes, "mb": forwarded.bytes / MB}
+    result["biggest_mb"] = forwarded.biggest / MB
+    result["in_process_s"] = forwarded.seconds
     if full:
         # Throughput needs no full hour: the first HTTP_SAMPLE envelopes over HTTP.
-        sample = bodies[:HTTP_SAMPLE]
-        result["http_n"] = len(sample)
+        result["http_n"] = len(forwarded.sample)
         http = (blob, f"http{count}") if blob else (str(folder / f"http-{count}"), "")
-        result["http_s"] = forward_over_http(sample, *http, threads)
-    del bodies
+        result["http_s"] = forward_over_http(forwarded.sample, *http, threads)
+    del forwarded
     os.sync()  # the forwarder's writes reach the disk now, not during the measured ingest
     result["ingest"] = run_ingest(spec, container, folder / f"lake-{count}")
     if full:
