@@ -15,7 +15,6 @@ from urllib.parse import quote
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
@@ -240,21 +239,19 @@ def read_hour_batches(
 ) -> Iterator[pl.DataFrame]:
     """One hour's rows as frames of at most `batch_rows` (nothing when the table does not exist).
 
-    Read file by file and row group by row group, so memory follows `batch_rows`, not the hour
-    (Polars' streaming scan held about 0.4 KB per row of the hour: 1.3 GB at 3.6 M rows).
+    Read file by file, a slice of rows at a time (Parquet row groups are BATCH_ROWS), so memory
+    follows `batch_rows`, not the hour: a streaming scan of the hour held ~0.4 KB per row.
     """
     if not table_exists(uri, storage_options):
         return
-    dataset = DeltaTable(uri, storage_options=storage_options).to_pyarrow_dataset()
-    for fragment in dataset.get_fragments(filter=pc.field(PARTITION) == hour):
-        with dataset.filesystem.open_input_file(fragment.path) as file:
-            for batch in pq.ParquetFile(file).iter_batches(batch_size=batch_rows):
-                if batch.num_rows:
-                    # The partition value lives in the log, not in the file.
-                    frame = pl.DataFrame(pl.from_arrow(batch)).with_columns(
-                        pl.lit(hour).alias(PARTITION)
-                    )
-                    yield conform(frame, schema)
+    table = DeltaTable(uri, storage_options=storage_options)
+    for file in table.file_uris(partition_filters=[(PARTITION, "=", hour)]):
+        scan = pl.scan_parquet(file, storage_options=storage_options, hive_partitioning=False)
+        rows = scan.select(pl.len()).collect().item()
+        for start in range(0, rows, batch_rows):
+            # The partition value lives in the log, not in the file.
+            batch = scan.slice(start, batch_rows).with_columns(pl.lit(hour).alias(PARTITION))
+            yield conform(batch.collect(), schema)
 
 
 def count_hour_rows(uri: str, hour: str, storage_options: dict[str, str] | None = None) -> int:
