@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from pathlib import Path as PathLib
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -111,7 +111,7 @@ class _HourFiles:
     ) -> None:
         self._hour = hour
         if not is_remote(uri):
-            PathLib(uri).mkdir(parents=True, exist_ok=True)  # the store opens an existing root
+            Path(uri).mkdir(parents=True, exist_ok=True)  # the store opens an existing root
         self._store = pafs.PyFileSystem(DeltaStorageHandler(uri, options))
         self._schema = table_schema.remove(table_schema.get_field_index(PARTITION))
         self._added: list[AddAction] = []

@@ -84,7 +84,7 @@ class BucketedHour:
 
 @dataclass(frozen=True)
 class BucketIngest:
-    """One dedup bucket finished: its usage rows and what it sends to quarantine."""
+    """Rows of whole request_ids finished: usage rows and what goes to quarantine."""
 
     usage_events: pl.DataFrame
     quarantined: pl.DataFrame

@@ -82,11 +82,6 @@ class BucketSpill:
         if self._pending_rows >= self._limit:
             self._flush()
 
-    def buckets(self) -> Iterator[pl.DataFrame]:
-        """Each bucket's rows as one frame, one bucket in memory at a time."""
-        for parts in self.bucket_parts():
-            yield parts.collect()
-
     def bucket_parts(self) -> list[FrameParts]:
         """Every bucket's parts, once all buffered rows are written (read them in any thread)."""
         self._flush()

@@ -20,8 +20,6 @@ class UsageRangeError(UsageTypeError):
 
 
 INT64_LIMIT = 2**63
-# \\u escapes of the letters of "usage" and "data" (a, d, e, g, s, t, u), hex in either case.
-_ESCAPED_KEY_LETTER = re.compile(r"\\u00(?:6[1457]|7[345])", re.IGNORECASE)
 TAIL_READ_FROM = 8 * 1024
 """Response bodies longer than this (characters) have their usage read from the tail."""
 
@@ -142,6 +140,10 @@ def sse_payloads(body: str) -> Iterator[str]:
         lines = [line[5:].lstrip() for line in event.split("\n") if line.startswith("data:")]
         if lines:
             yield "\n".join(lines)
+
+
+# \\u escapes of the letters of "usage" and "data" (a, d, e, g, s, t, u), hex in either case.
+_ESCAPED_KEY_LETTER = re.compile(r"\\u00(?:6[1457]|7[345])", re.IGNORECASE)
 
 
 def may_hold_usage(text: str) -> bool:

@@ -10,12 +10,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import NamedTuple, Protocol, TypeVar
+from typing import NamedTuple, Protocol
 
 from chargeback_pipeline.lib.bounded import bounded_map
 
-T = TypeVar("T")
-R = TypeVar("R")
 RAW_PREFIX = "raw"
 APPEND_LIMIT_BYTES = 4 * 1024 * 1024
 """Larger envelopes (and any holding a newline) are stored as objects of their own, not lines."""

@@ -28,12 +28,12 @@ def test_every_row_of_a_key_lands_in_one_bucket_on_disk_as_in_memory(tmp_path):
     for start in range(0, 50_000, 5_000):
         on_disk.add(rows.slice(start, 5_000))
         in_memory.add(rows.slice(start, 5_000))
-    buckets = list(on_disk.buckets())
+    buckets = [parts.collect() for parts in on_disk.bucket_parts()]
     assert len(buckets) == 7 and sum(b.height for b in buckets) == 50_000
     keys = [set(bucket["request_id"]) for bucket in buckets]
     assert all(a.isdisjoint(b) for i, a in enumerate(keys) for b in keys[i + 1 :])
     assert len(list(tmp_path.rglob("*.arrow"))) == 7 * 10  # a write per 5 k rows (> 7 x 500)
-    for disk, memory in zip(buckets, in_memory.buckets(), strict=True):
+    for disk, memory in zip(buckets, (p.collect() for p in in_memory.bucket_parts()), strict=True):
         assert disk.sort("n").equals(memory.sort("n"))
 
 
