@@ -107,9 +107,16 @@ def drop_duplicates(valid: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, in
 
     The first delivery (by source, then line) wins a conflict, so reruns pick the same winner.
     """
-    distinct = valid.sort("request_id", "source", "source_line").unique(
-        subset=_CALL_CONTENT, keep="first", maintain_order=True
-    )
+    repeated = valid["request_id"].is_duplicated()
+    # Redeliveries are rare: only their rows need sorting and comparing column by column.
+    winners, conflicts, dropped = _settle_redeliveries(valid.filter(repeated))
+    return pl.concat([valid.filter(~repeated), winners]), conflicts, dropped
+
+
+def _settle_redeliveries(repeated: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """`drop_duplicates` of rows whose request_ids all occur more than once."""
+    ordered = repeated.sort("request_id", "source", "source_line")
+    distinct = ordered.unique(subset=_CALL_CONTENT, keep="first", maintain_order=True)
     ranked = distinct.with_columns(
         pl.int_range(pl.len()).over("request_id").alias("_delivery"),
         pl.first("source").over("request_id").alias("_winner"),
@@ -123,7 +130,7 @@ def drop_duplicates(valid: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, in
             "reason"
         ),
     )
-    return winners, conflicts, valid.height - distinct.height
+    return winners, conflicts, ordered.height - distinct.height
 
 
 def ingest_hour(

@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+import polars as pl
 import pytest
 
-from chargeback_pipeline.lib.ingest import ingest_hour
+from chargeback_pipeline.lib.ingest import drop_duplicates, ingest_hour
+from chargeback_pipeline.lib.parse import PARSED_ENVELOPES
 from chargeback_pipeline.lib.reference import load_deployments
+from chargeback_pipeline.lib.tables import conform
 from chargeback_pipeline.store.base import StoredEnvelope
 from chargeback_pipeline_tests.conftest import SEEDS
 
@@ -80,3 +83,26 @@ def test_deployment_fills_model_and_type_when_the_response_names_none(example):
         "GlobalStandard",
         "paygo",
     )
+
+
+def test_redeliveries_among_single_calls_keep_the_first_delivery():
+    rows = pl.DataFrame(
+        {
+            "request_id": ["b", "a", "c", "a", "c", "d", "c"],
+            "source": ["s1", "s2", "s2", "s1", "s1", "s1", "s3"],
+            "source_line": [1, 1, 2, 2, 3, 4, 1],
+            "elapsed_ms": [5, 7, 9, 7, 8, 1, 9],
+        }
+    )
+    parsed = rows.with_columns(
+        pl.lit(None, dtype).alias(name)
+        for name, dtype in PARSED_ENVELOPES.items()
+        if name not in rows
+    )
+    winners, conflicts, dropped = drop_duplicates(conform(parsed, PARSED_ENVELOPES))
+    kept = winners.sort("request_id").select("request_id", "source", "source_line").rows()
+    # a: identical twice (one dropped); c: s1 line 3 wins, s2 and s3 (same as s2) conflict once.
+    assert kept == [("a", "s1", 2), ("b", "s1", 1), ("c", "s1", 3), ("d", "s1", 4)]
+    assert conflicts.select("request_id", "source", "source_line").rows() == [("c", "s2", 2)]
+    assert conflicts["reason"][0] == "conflicting_duplicate: same request_id as a delivery in s1"
+    assert dropped == 2
