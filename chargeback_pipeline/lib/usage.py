@@ -149,7 +149,12 @@ _ESCAPED_KEY_LETTER = re.compile(r"\\u00(?:6[1457]|7[345])", re.IGNORECASE)
 def may_hold_usage(text: str) -> bool:
     """Whether JSON in `text` could hold a usage object or an image list: their keys appear as
     written, or with a letter behind a \\u escape (no other escape makes a letter)."""
-    return '"usage"' in text or '"data"' in text or _ESCAPED_KEY_LETTER.search(text) is not None
+    # Searched from the end, where a usage chunk sits: `in` would scan the whole stream first.
+    return (
+        text.rfind('"usage"') >= 0
+        or text.rfind('"data"') >= 0
+        or _ESCAPED_KEY_LETTER.search(text) is not None
+    )
 
 
 def usage_from_sse(body: str) -> Usage | None:
