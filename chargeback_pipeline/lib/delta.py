@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from chargeback_pipeline.lib.tables import conform
 
 FILE_BYTES = 32 * 1024 * 1024
 """Parquet file size at which the next frame starts a new file."""
+WRITE_LANES = 2
+"""Files of one hour written at once, one thread each."""
 PARTITION = "hour"
 BATCH_ROWS = 50_000
 """Rows per frame when an hour is read back in batches."""
@@ -67,11 +70,11 @@ def replace_hour_batches(
     delta-rs's own writer would hold the whole stream in memory before writing a file.
     """
     table_schema = conform(pl.DataFrame(schema=schema), schema).to_arrow().schema
-    files = _HourFiles(uri, hour, table_schema, storage_options)
-    with _Ahead(frames) as ahead:
+    with _HourFiles(uri, hour, table_schema, storage_options) as files, _Ahead(frames) as ahead:
         for frame in ahead:
             files.write(conform(frame, schema))
-    _commit(uri, files.close(), hour, table_schema, storage_options)
+        added = files.close()
+    _commit(uri, added, hour, table_schema, storage_options)
 
 
 def _commit(
@@ -103,8 +106,9 @@ def _commit(
 
 
 class _HourFiles:
-    """An hour's rows written as Parquet files of about FILE_BYTES under the table, through
-    delta-rs's object store (a local folder or Blob Storage alike), ready to be committed."""
+    """An hour's rows written as Parquet files through delta-rs's object store (a local folder
+    or Blob Storage alike), ready to be committed. Frames go to WRITE_LANES files in turn, each
+    encoded in its own thread: pyarrow encodes one file on one core."""
 
     def __init__(
         self, uri: str, hour: str, table_schema: pa.Schema, options: dict[str, str] | None
@@ -112,11 +116,18 @@ class _HourFiles:
         self._hour = hour
         if not is_remote(uri):
             Path(uri).mkdir(parents=True, exist_ok=True)  # the store opens an existing root
-        self._store = pafs.PyFileSystem(DeltaStorageHandler(uri, options))
-        self._schema = table_schema.remove(table_schema.get_field_index(PARTITION))
-        self._added: list[AddAction] = []
-        self._open: tuple[str, Any, pq.ParquetWriter] | None = None
-        self._rows = 0
+        store = pafs.PyFileSystem(DeltaStorageHandler(uri, options))
+        file_schema = table_schema.remove(table_schema.get_field_index(PARTITION))
+        self._lanes = [_FileLane(store, hour, file_schema) for _ in range(WRITE_LANES)]
+        self._writing: list[Future[None] | None] = [None] * WRITE_LANES
+        self._pool = ThreadPoolExecutor(WRITE_LANES, thread_name_prefix="parquet-lane")
+        self._frames = 0
+
+    def __enter__(self) -> _HourFiles:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown()
 
     def write(self, frame: pl.DataFrame) -> None:
         """Append a frame's rows (the partition column lives in the log, not in the files)."""
@@ -126,14 +137,43 @@ class _HourFiles:
         if stray.height:
             found = stray[PARTITION][0]
             raise ValueError(f"a row of hour {found!r} was written to hour {self._hour!r}")
+        lane = self._frames % WRITE_LANES
+        self._frames += 1
+        self._wait(lane)  # a lane writes its frames in order, one at a time
+        table = frame.drop(PARTITION).to_arrow()
+        self._writing[lane] = self._pool.submit(self._lanes[lane].write, table)
+
+    def close(self) -> list[AddAction]:
+        """Finish every file; the files to commit."""
+        for lane in range(WRITE_LANES):
+            self._wait(lane)
+        return [added for lane in self._lanes for added in lane.close()]
+
+    def _wait(self, lane: int) -> None:
+        writing = self._writing[lane]
+        if writing is not None:
+            writing.result()  # raises the lane's error here
+
+
+class _FileLane:
+    """Parquet files of about FILE_BYTES written one after another."""
+
+    def __init__(self, store: pafs.FileSystem, hour: str, file_schema: pa.Schema) -> None:
+        self._store, self._hour, self._schema = store, hour, file_schema
+        self._added: list[AddAction] = []
+        self._open: tuple[str, Any, pq.ParquetWriter] | None = None
+        self._rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        """Append rows to the open file; start the next one once it passes FILE_BYTES."""
         _, sink, writer = self._open or self._start()
-        writer.write_table(frame.drop(PARTITION).to_arrow(), row_group_size=BATCH_ROWS)
-        self._rows += frame.height
+        writer.write_table(table, row_group_size=BATCH_ROWS)
+        self._rows += table.num_rows
         if sink.tell() >= FILE_BYTES:
             self._finish()
 
     def close(self) -> list[AddAction]:
-        """Finish the last file; the files to commit."""
+        """Finish the last file; the files written."""
         if self._open is not None:
             self._finish()
         return self._added

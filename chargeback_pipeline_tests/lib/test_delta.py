@@ -84,8 +84,9 @@ def test_frames_reach_parquet_files_while_the_stream_is_still_running(tmp_path, 
             yield frame(HOUR, start, 100)
 
     replace_hour_batches(str(uri), frames(), HOUR, SCHEMA)
-    # Frames are made at most two ahead of the writer, so by the tenth the first five are files.
-    assert seen_before_last[-1] >= 5
+    # Frames are made at most two ahead of the writer, which has at most one frame in flight per
+    # lane: by the time the tenth is made, the first four are files.
+    assert seen_before_last[-1] >= 4
     assert count_hour_rows(str(uri), HOUR) == 1000
     assert pl.read_delta(str(uri)).filter(pl.col("hour") == HOUR).height == 1000
 
@@ -109,3 +110,26 @@ def test_a_row_of_another_hour_is_refused(tmp_path):
     with pytest.raises(ValueError, match="2026-11-27-14:00"):
         replace_hour(uri, frame("2026-11-27-14:00", 0, 2), HOUR, SCHEMA)
     assert not DeltaTable.is_deltatable(uri)
+
+
+def test_frames_are_written_to_a_file_per_lane_in_turn(tmp_path):
+    uri = str(tmp_path / "t")
+    replace_hour_batches(uri, (frame(HOUR, s, 10) for s in range(0, 50, 10)), HOUR, SCHEMA)
+    files = pl.DataFrame(DeltaTable(uri).get_add_actions(flatten=True))["num_records"].to_list()
+    assert sorted(files) == [20, 30] and delta.WRITE_LANES == 2
+
+
+def test_a_file_that_fails_to_write_leaves_the_previous_hour(tmp_path, monkeypatch):
+    uri = str(tmp_path / "t")
+    replace_hour(uri, frame(HOUR, 0, 3), HOUR, SCHEMA)
+    write = delta._FileLane.write
+
+    def full_disk_on_the_third(lane, table):
+        if table["n"][0].as_py() == 20:
+            raise OSError("No space left on device")
+        write(lane, table)
+
+    monkeypatch.setattr(delta._FileLane, "write", full_disk_on_the_third)
+    with pytest.raises(OSError, match="No space left"):
+        replace_hour_batches(uri, (frame(HOUR, s, 10) for s in range(0, 50, 10)), HOUR, SCHEMA)
+    assert sorted(pl.read_delta(uri)["n"].to_list()) == [0, 1, 2]
