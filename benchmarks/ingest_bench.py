@@ -12,6 +12,8 @@ import http.client
 import json
 import os
 import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -407,10 +409,11 @@ def timed(action: Callable[[], object]) -> float:
 
 
 def measure_size(
-    count: int, folder: Path, threads: int, full: bool, blob: str | None = None
+    count: int, folder: Path, threads: int, full: bool, blob: str | None = None, repeat: int = 1
 ) -> dict[str, Any]:
-    """Generate, forward and ingest one size; the full size also gets HTTP, floor and naive.
-    The hour goes to a local folder, or to Blob Storage when `blob` is a connection string."""
+    """Generate, forward and ingest one size; the full size also gets HTTP, floor and naive,
+    each measured `repeat` times in interleaved rounds (the medians are reported). The hour
+    goes to a local folder, or to Blob Storage when `blob` is a connection string."""
     spec, container = (blob, f"bench{count}") if blob else (str(folder / f"store-{count}"), "")
     store = open_store(spec, container)
     # Generated while forwarded: an hour of any size fits in memory; only forwarding is timed.
@@ -425,10 +428,24 @@ def measure_size(
         result["http_s"] = forward_over_http(forwarded.sample, *http, threads)
     del forwarded
     os.sync()  # the forwarder's writes reach the disk now, not during the measured ingest
-    result["ingest"] = run_ingest(spec, container, folder / f"lake-{count}")
-    if full:
-        result["floor_s"] = floor(store)
-        result["naive_s"] = naive(store)
+    if not full:
+        result["ingest"] = run_ingest(spec, container, folder / f"lake-{count}")
+        return result
+    # Rounds interleave the three, so a drift in the machine's speed touches them alike.
+    rounds = []
+    for round_number in range(repeat):
+        lake = folder / (f"lake-{count}" if round_number == 0 else f"lake-{count}-{round_number}")
+        rounds.append((run_ingest(spec, container, lake), floor(store), naive(store)))
+        if round_number:
+            shutil.rmtree(lake)
+    ingests = sorted((run for run, _, _ in rounds), key=lambda run: run["wall_s"])
+    result["ingest"] = {
+        **ingests[len(ingests) // 2],
+        "peak_rss_mb": max(run["peak_rss_mb"] for run in ingests),
+        "walls": [run["wall_s"] for run in ingests],
+    }
+    result["floor_s"] = statistics.median(floor_s for _, floor_s, _ in rounds)
+    result["naive_s"] = statistics.median(naive_s for _, _, naive_s in rounds)
     return result
 
 
@@ -469,15 +486,18 @@ def print_report(
             f"{big['http_n'] / big['http_s']:,.0f} env/s "
             f"({big['http_n']:,} in {big['http_s']:.1f} s)",
         ),
-        ("ingest wall (store -> 3 Delta)", f"{wall:.2f} s, {ingest['workers']} workers, {store}"),
+        (
+            "ingest wall (store -> 3 Delta)",
+            f"{wall:.2f} s, {ingest['workers']} workers, {store}" + _spread(ingest["walls"]),
+        ),
         ("  parse into request_id buckets", f"{ingest['parse_s']:.2f} s"),
         ("  finish buckets, Delta writes, costs", f"{ingest['write_cost_s']:.2f} s"),
         ("ingest throughput", f"{n / wall:,.0f} env/s, {big['mb'] / wall:.1f} MB/s"),
         ("ingest rows", f"{ingest['usage_rows']:,} usage, {ingest['quarantined']:,} quarantined"),
         ("peak RSS", _rss(ingest)),
         (f"peak RSS at {small['envelopes']:,} ({small['mb']:.0f} MB)", _rss(small["ingest"])),
-        ("floor: orjson every line, 1 core", f"{big['floor_s']:.2f} s"),
-        ("naive: json.loads + pandas", f"{big['naive_s']:.2f} s"),
+        ("floor: orjson every line, 1 core", f"{big['floor_s']:.2f} s" + _median(ingest)),
+        ("naive: json.loads + pandas", f"{big['naive_s']:.2f} s" + _median(ingest)),
         ("ingest / floor", f"{wall / big['floor_s']:.2f}x"),
         ("naive / ingest", f"{big['naive_s'] / wall:.2f}x"),
         (
@@ -510,6 +530,16 @@ def print_report(
     )
 
 
+def _spread(walls: list[float]) -> str:
+    if len(walls) < 2:
+        return ""
+    return f" (median of {len(walls)} runs, {min(walls):.2f}-{max(walls):.2f} s)"
+
+
+def _median(ingest: dict[str, Any]) -> str:
+    return f" (median of {len(ingest['walls'])} runs)" if len(ingest["walls"]) > 1 else ""
+
+
 def _rss(ingest: dict[str, float]) -> str:
     return (
         f"{ingest['peak_rss_mb']:.0f} MB (ingest process {ingest['main_rss_mb']:.0f} MB "
@@ -523,6 +553,9 @@ def main() -> None:
         "--envelopes", type=int, default=110_000, help="hour size (default ~1.1 GB of the mix)"
     )
     parser.add_argument("--threads", type=int, default=4, help="HTTP client threads")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="rounds of ingest, floor and naive (medians)"
+    )
     parser.add_argument(
         "--azurite",
         action="store_true",
@@ -543,7 +576,9 @@ def main() -> None:
             # The small size first (its figures stay independent of the big one).
             small_count = max(100, args.envelopes // 10)
             small = measure_size(small_count, folder, args.threads, full=False, blob=blob)
-            big = measure_size(args.envelopes, folder, args.threads, full=True, blob=blob)
+            big = measure_size(
+                args.envelopes, folder, args.threads, full=True, blob=blob, repeat=args.repeat
+            )
             marts = measure_marts(folder, folder / f"lake-{args.envelopes}")
     finally:
         if azurite:
