@@ -12,6 +12,7 @@ import pickle
 import struct
 import subprocess
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any, TypeVar
@@ -65,14 +66,18 @@ class WorkerPool:
         return self
 
     def __exit__(self, error_type: object, *rest: object) -> None:
-        # After an error nobody reads the results still in flight: stop the workers at once.
-        self.close(wait_seconds=0 if error_type else 10)
+        if error_type:
+            # After an error nobody reads the results still in flight: stop the workers at once.
+            self.close(wait_seconds=0)
+            return
+        # A worker whose input ends exits by itself; its interpreter's teardown (~70 ms) need
+        # not hold up the caller, so a thread waits for it.
+        self._end_input()
+        threading.Thread(target=self.close, name="reap-parse-workers", daemon=True).start()
 
     def close(self, wait_seconds: float = 10) -> None:
         """Ask every worker to stop (end of its input); kill any still running after the wait."""
-        for process in self._processes:
-            if process.stdin and not process.stdin.closed:
-                process.stdin.close()
+        self._end_input()
         for process in self._processes:
             try:
                 process.wait(timeout=wait_seconds)
@@ -81,6 +86,11 @@ class WorkerPool:
                 process.wait()
             if process.stdout:
                 process.stdout.close()
+
+    def _end_input(self) -> None:
+        for process in self._processes:
+            if process.stdin and not process.stdin.closed:
+                process.stdin.close()
 
     def map(self, function: Callable[[T], R], items: Iterable[T], window: int = 2) -> Iterator[R]:
         """`function` over items in order; item i goes to worker i mod n, at most `window`

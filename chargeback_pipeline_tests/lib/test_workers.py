@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import time
 from functools import partial
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +30,31 @@ def refuse_seven(n: int) -> int:
 
 def exit_now(n: int) -> int:
     os._exit(3)
+
+
+def exit_once_released(release: str) -> int:
+    """Make this worker's exit wait until the file `release` exists (at most 20 s)."""
+
+    def wait() -> None:
+        deadline = time.monotonic() + 20
+        while not Path(release).exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    atexit.register(wait)
+    return os.getpid()
+
+
+def test_leaving_the_pool_does_not_wait_for_workers_to_exit_and_they_are_reaped(tmp_path):
+    release = tmp_path / "release"
+    with WorkerPool(1) as pool:
+        assert list(pool.map(exit_once_released, [str(release)])) == [pool._processes[0].pid]
+        (worker,) = pool._processes
+    assert worker.poll() is None  # still in its exit handler: the pool did not wait for it
+    release.touch()
+    deadline = time.monotonic() + 20
+    while worker.returncode is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # the reaping thread calls wait() and records the exit status
+    assert worker.returncode == 0
 
 
 def test_results_come_back_in_order_with_a_bounded_window():
