@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -73,6 +73,16 @@ def parse_timestamp(value: Any) -> datetime:
         raise EnvelopeError(
             "bad_timestamp", "timestamp is outside the representable range"
         ) from None
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def timestamp_micros(value: Any) -> int:
+    """`parse_timestamp` as microseconds since the epoch, the form a parsed row carries: Polars
+    takes a column of ints several times faster than one of timezone-aware datetimes."""
+    return (parse_timestamp(value) - _EPOCH) // _MICROSECOND
 
 
 def _typed(section: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
@@ -192,7 +202,7 @@ def envelope_row(
         raise EnvelopeError(
             "unknown_schema_major", f"schema_version major is not {SUPPORTED_MAJOR}"
         )
-    timestamp = parse_timestamp(envelope.get("timestamp"))
+    timestamp = timestamp_micros(envelope.get("timestamp"))
     sections = _sections(envelope)
     request, response = sections["request"], sections["response"]
     status = _typed(response, "status", int, "response")

@@ -13,8 +13,8 @@ import msgspec
 
 from chargeback_pipeline.lib.envelopes import (
     SUPPORTED_MAJOR,
-    parse_timestamp,
     pseudonymise,
+    timestamp_micros,
     usage_columns,
 )
 from chargeback_pipeline.lib.estimate import estimate_usage
@@ -128,7 +128,7 @@ def _row(
         return None
     if not 0 <= status < STATUS_LIMIT:
         return None
-    timestamp = parse_timestamp(envelope.timestamp)
+    timestamp = timestamp_micros(envelope.timestamp)
     streamed = bool(response.streamed) or (response.content_type or "").startswith(
         "text/event-stream"
     )

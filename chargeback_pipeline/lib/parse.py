@@ -22,6 +22,8 @@ PARSED_ENVELOPES: dict[str, pl.DataType] = {
     **{k: v for k, v in USAGE_EVENTS.items() if k not in _DERIVED_LATER},
     "source_line": pl.Int64(),
 }
+_ROWS = {**PARSED_ENVELOPES, "timestamp": pl.Int64()}
+"""Rows as parsed: the timestamp in microseconds (`timestamp_micros`), made a datetime per frame."""
 QUARANTINE_CANDIDATES = {k: v for k, v in QUARANTINED_ENVELOPES.items() if k != "detected_at"}
 REJECTED = {k: v for k, v in QUARANTINE_CANDIDATES.items() if k != "hour"}
 T = TypeVar("T")
@@ -88,7 +90,10 @@ def _parse(stored: Iterable[Stored], pseudonym_key: bytes, fast: bool) -> Parsed
                     "reason": str(error),
                 }
             )
-    return pl.DataFrame(rows, schema=PARSED_ENVELOPES), pl.DataFrame(rejects, schema=REJECTED)
+    parsed = pl.DataFrame(rows, schema=_ROWS).with_columns(
+        pl.col("timestamp").cast(PARSED_ENVELOPES["timestamp"])
+    )
+    return parsed, pl.DataFrame(rejects, schema=REJECTED)
 
 
 def parse_hour(stored: Iterable[Stored], pseudonym_key: bytes) -> ParsedBatch:
