@@ -485,6 +485,24 @@ def test_invalid_text_in_the_head_of_a_large_body(broken, section):
     same(raws)
 
 
+@pytest.mark.parametrize(
+    "timestamp",
+    [
+        "1969-12-31T23:59:59.999999Z",
+        "0001-01-01T00:00:00-01:00",
+        "0001-01-01T00:00:00+01:00",
+        "9999-12-31T23:59:59.999999+00:00",
+        "9999-12-31T23:59:59-01:00",
+        "2026-11-27T13:05:00.123456789Z",
+        "2026-11-27T13:05:00+05:30",
+        "20261127T130500Z",
+    ],
+)
+def test_timestamps_at_the_edges_of_the_representable_range(timestamp):
+    """Rows carry microseconds since the epoch: before it, and where UTC leaves the range."""
+    same([orjson.dumps({**example("chat_completion"), "timestamp": timestamp})])
+
+
 def test_unreadable_envelopes():
     good = orjson.dumps(example("chat_completion"))
     same([b"", b"not json", b"[1]", b"\xff{}", good[:-1], good + b"x", b"\xef\xbb\xbf" + good])
