@@ -100,10 +100,13 @@ def _typed(section: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
 
 
 def _byte_size(section: Mapping[str, Any], where: str) -> int | None:
-    declared = _typed(section, "body_bytes", int, where)
+    return body_size(_typed(section, "body_bytes", int, where), section.get("body"))
+
+
+def body_size(declared: int | None, body: Any) -> int | None:
+    """A body's size: the declared body_bytes, else its UTF-8 length (None without a text)."""
     if declared is not None:
         return int(declared)
-    body = section.get("body")
     return len(body.encode("utf-8")) if isinstance(body, str) else None
 
 

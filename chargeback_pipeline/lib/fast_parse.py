@@ -13,6 +13,7 @@ import msgspec
 
 from chargeback_pipeline.lib.envelopes import (
     SUPPORTED_MAJOR,
+    body_size,
     pseudonymise,
     timestamp_micros,
     usage_columns,
@@ -157,16 +158,9 @@ def _row(
         **usage_columns(tags, usage, operation, status, streamed),
         "user_hash": pseudonymise(caller.user_id, pseudonym_key),
         "elapsed_ms": envelope.elapsed_ms,
-        "request_bytes": _size(request.body_bytes, request.body),
-        "response_bytes": _size(response.body_bytes, response.body),
+        "request_bytes": body_size(request.body_bytes, request.body),
+        "response_bytes": body_size(response.body_bytes, response.body),
         "schema_version": schema_version,
         "source": source,
         "source_line": source_line,
     }
-
-
-def _size(declared: int | None, body: str | None) -> int | None:
-    """What the reference reports: the declared body_bytes, else the body's UTF-8 length."""
-    if declared is not None or body is None:
-        return declared
-    return len(body.encode("utf-8"))
