@@ -253,11 +253,16 @@ def own_peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def run_child(*args: str) -> str:
+    """This script run in a fresh process with `args`; the last line it prints."""
+    command = [sys.executable, __file__, *args]
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    return done.stdout.strip().splitlines()[-1]
+
+
 def run_ingest(spec: str, container: str, lake: Path) -> dict[str, float]:
     """Ingest in a child process, so generating the envelopes does not count."""
-    command = [sys.executable, __file__, "--ingest-child", spec, container, str(lake)]
-    done = subprocess.run(command, check=True, capture_output=True, text=True)
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(run_child("--ingest-child", spec, container, str(lake)))
     # Conservative: the ingest process's peak plus every worker at its (upper-bound) peak.
     result["peak_rss_mb"] = result["main_rss_mb"] + result["workers"] * result["worker_rss_mb"]
     return result
@@ -269,9 +274,7 @@ def run_ingest(spec: str, container: str, lake: Path) -> dict[str, float]:
 def run_baseline(kind: str, spec: str, container: str) -> float:
     """`floor` or `naive` in a fresh process, as the ingest runs: a process that has already
     read the hour reuses its heap and would run later rounds faster than the first."""
-    command = [sys.executable, __file__, "--baseline-child", kind, spec, container]
-    done = subprocess.run(command, check=True, capture_output=True, text=True)
-    return float(done.stdout.strip().splitlines()[-1])
+    return float(run_child("--baseline-child", kind, spec, container))
 
 
 def stored_objects(store: EnvelopeStore) -> Iterator[bytes]:
