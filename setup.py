@@ -1,6 +1,15 @@
 """Package definition; versions pinned to a set measured to work together (see DESIGN.md)."""
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
+
+# The compiled envelope scanner (ADR 0008). Optional: without a C compiler the install goes on
+# and msgspec reads the envelopes instead, a little more slowly.
+ENVELOPE_SCAN = Extension(
+    "chargeback_pipeline.lib._envelope_scan",
+    ["chargeback_pipeline/lib/_envelope_scan.c"],
+    extra_compile_args=["-O3"],
+    optional=True,
+)
 
 setup(
     name="chargeback_pipeline",
@@ -9,7 +18,8 @@ setup(
     python_requires=">=3.11,<3.14",
     packages=find_packages(exclude=["chargeback_pipeline_tests*"]),
     include_package_data=True,
-    package_data={"chargeback_pipeline.gateway": ["*.csv"]},
+    package_data={"chargeback_pipeline.gateway": ["*.csv"], "chargeback_pipeline.lib": ["*.pyi"]},
+    ext_modules=[ENVELOPE_SCAN],
     install_requires=[
         "dagster==1.13.27",
         "dagster-webserver==1.13.27",

@@ -1,12 +1,14 @@
-"""Fast path of envelope parsing (issue #9): the envelope decoded in one pass into typed structs.
+"""Fast path of envelope parsing (issue #9): the envelope read in one pass into flat fields.
 
 `fast_row` returns exactly the row `envelope_row` would, or None whenever it cannot be sure; the
 caller then takes the reference path (orjson + envelope_row), which also words every quarantine
-reason. Bodies arrive as text, so usage is read by the reference's own functions.
+reason. The fields come from the compiled scanner (ADR 0008) when it is built, else from msgspec;
+bodies arrive as text either way, so usage is read by the reference's own functions.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import msgspec
@@ -99,9 +101,71 @@ class _Envelope(_Strict):
     gateway_tokens: _GatewayTokens | None = None
 
 
+EnvelopeFields = tuple[Any, ...]
+"""schema_version, request_id, timestamp, elapsed_ms, gateway_region, api_id, operation_id,
+subscription_id, subscription_name, product_id, user_id, app_id, tags, backend_id, deployment,
+api_version, has_request, request_path, request_body, request_body_bytes, has_response, status,
+response_content_type, response_body, response_body_bytes, streamed, and the gateway's prompt,
+completion and total tokens: the order `_envelope_scan.c` fills."""
+
 _DECODER = msgspec.json.Decoder(_Envelope)
 _NO_GATEWAY, _NO_API, _NO_NAMED = _Gateway(), _Api(), _Named()
 _NO_CALLER, _NO_BACKEND = _Caller(), _Backend()
+_NO_REQUEST, _NO_RESPONSE, _NO_TOKENS = _Request(), _Response(), _GatewayTokens()
+
+
+def decoded_fields(raw: bytes | memoryview) -> EnvelopeFields | None:
+    """The envelope's fields by msgspec: the path when the compiled scanner is not built."""
+    envelope = _DECODER.decode(raw)
+    api, caller = envelope.api or _NO_API, envelope.caller or _NO_CALLER
+    subscription, backend = envelope.subscription or _NO_NAMED, envelope.backend or _NO_BACKEND
+    request, response = envelope.request, envelope.response
+    sent, answered = request or _NO_REQUEST, response or _NO_RESPONSE
+    tokens = envelope.gateway_tokens or _NO_TOKENS
+    return (
+        envelope.schema_version,
+        envelope.request_id,
+        envelope.timestamp,
+        envelope.elapsed_ms,
+        (envelope.gateway or _NO_GATEWAY).region,
+        api.id,
+        api.operation_id,
+        subscription.id,
+        subscription.name,
+        (envelope.product or _NO_NAMED).id,
+        caller.user_id,
+        caller.app_id,
+        envelope.tags,
+        backend.id,
+        backend.deployment,
+        backend.api_version,
+        request is not None,
+        sent.path,
+        sent.body,
+        sent.body_bytes,
+        response is not None,
+        answered.status,
+        answered.content_type,
+        answered.body,
+        answered.body_bytes,
+        answered.streamed,
+        tokens.prompt,
+        tokens.completion,
+        tokens.total,
+    )
+
+
+def _compiled_scanner() -> Callable[[bytes | memoryview], EnvelopeFields | None] | None:
+    try:
+        from chargeback_pipeline.lib._envelope_scan import scan_envelope
+    except ImportError:  # no C compiler at install time: msgspec reads the fields instead
+        return None
+    return scan_envelope
+
+
+scan_envelope = _compiled_scanner() or decoded_fields
+"""The scanner `fast_row` uses: compiled when built (`SCANNER` says which)."""
+SCANNER = "compiled" if scan_envelope is not decoded_fields else "msgspec"
 
 
 def fast_row(
@@ -109,8 +173,8 @@ def fast_row(
 ) -> dict[str, Any] | None:
     """The row `envelope_row` makes of this envelope, or None when only the reference can tell."""
     try:
-        envelope = _DECODER.decode(raw)
-        return _row(envelope, source, source_line, pseudonym_key)
+        fields = scan_envelope(raw)
+        return None if fields is None else _row(fields, source, source_line, pseudonym_key)
     except (ValueError, RecursionError):
         # msgspec's DecodeError, UnicodeDecodeError, orjson's, EnvelopeError and
         # UsageTypeError are all ValueErrors: the reference path finds and words the fault.
@@ -118,48 +182,70 @@ def fast_row(
 
 
 def _row(
-    envelope: _Envelope, source: str, source_line: int, pseudonym_key: bytes
+    fields: EnvelopeFields, source: str, source_line: int, pseudonym_key: bytes
 ) -> dict[str, Any] | None:
-    schema_version, request_id = envelope.schema_version, envelope.request_id
-    request, response = envelope.request, envelope.response
-    if not (schema_version and request_id and request and response):
+    (
+        schema_version,
+        request_id,
+        timestamp,
+        elapsed_ms,
+        gateway_region,
+        api_id,
+        operation_id,
+        subscription_id,
+        subscription_name,
+        product_id,
+        user_id,
+        app_id,
+        tags,
+        backend_id,
+        deployment,
+        api_version,
+        has_request,
+        request_path,
+        request_body,
+        request_body_bytes,
+        has_response,
+        status,
+        response_content_type,
+        response_body,
+        response_body_bytes,
+        streamed,
+        prompt,
+        completion,
+        total,
+    ) = fields
+    if not (schema_version and request_id and has_request and has_response):
         return None
-    status = response.status
     if schema_version.split(".", 1)[0] != SUPPORTED_MAJOR or status is None:
         return None
     if not 0 <= status < STATUS_LIMIT:
         return None
-    timestamp = timestamp_micros(envelope.timestamp)
-    streamed = bool(response.streamed) or (response.content_type or "").startswith(
-        "text/event-stream"
-    )
-    api = envelope.api or _NO_API
-    operation = operation_of(request.path, api.operation_id)
-    gateway_tokens = envelope.gateway_tokens
-    counts = None if gateway_tokens is None else msgspec.structs.asdict(gateway_tokens)
-    usage = resolve_usage(response.body, streamed, counts, operation)
+    streamed = bool(streamed) or (response_content_type or "").startswith("text/event-stream")
+    operation = operation_of(request_path, operation_id)
+    counts = None
+    if prompt is not None or completion is not None or total is not None:
+        counts = {"prompt": prompt, "completion": completion, "total": total}
+    usage = resolve_usage(response_body, streamed, counts, operation)
     if usage.token_source == "none" and 200 <= status < 300:
-        usage = estimate_usage(request.body, response.body, streamed) or usage
-    subscription, product = envelope.subscription or _NO_NAMED, envelope.product or _NO_NAMED
-    caller, backend = envelope.caller or _NO_CALLER, envelope.backend or _NO_BACKEND
-    tags = envelope.tags or {}
+        usage = estimate_usage(request_body, response_body, streamed) or usage
     return {
         "request_id": request_id,
-        "timestamp": timestamp,
-        "subscription_id": subscription.id,
-        "subscription_name": subscription.name,
-        "product_id": product.id,
-        "api_id": api.id,
-        "app_id": caller.app_id,
-        "gateway_region": (envelope.gateway or _NO_GATEWAY).region,
-        "backend_id": backend.id,
-        "deployment": backend.deployment,
-        "api_version": backend.api_version,
-        **usage_columns(tags, usage, operation, status, streamed),
-        "user_hash": pseudonymise(caller.user_id, pseudonym_key),
-        "elapsed_ms": envelope.elapsed_ms,
-        "request_bytes": body_size(request.body_bytes, request.body),
-        "response_bytes": body_size(response.body_bytes, response.body),
+        "timestamp": timestamp_micros(timestamp),
+        "subscription_id": subscription_id,
+        "subscription_name": subscription_name,
+        "product_id": product_id,
+        "api_id": api_id,
+        "app_id": app_id,
+        "gateway_region": gateway_region,
+        "backend_id": backend_id,
+        "deployment": deployment,
+        "api_version": api_version,
+        **usage_columns(tags or {}, usage, operation, status, streamed),
+        "user_hash": pseudonymise(user_id, pseudonym_key),
+        "elapsed_ms": elapsed_ms,
+        "request_bytes": body_size(request_body_bytes, request_body),
+        "response_bytes": body_size(response_body_bytes, response_body),
         "schema_version": schema_version,
         "source": source,
         "source_line": source_line,

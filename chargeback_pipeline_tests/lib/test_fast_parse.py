@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chargeback_pipeline.lib import parse
+from chargeback_pipeline.lib import fast_parse, parse
 from chargeback_pipeline.lib.demo_traffic import generate_hour
 from chargeback_pipeline.lib.fast_parse import fast_row
 from chargeback_pipeline.lib.usage import TAIL_READ_FROM
@@ -29,6 +29,7 @@ from chargeback_pipeline.store.base import StoredEnvelope
 from chargeback_pipeline_tests.conftest import EXAMPLES, REPO_ROOT
 
 KEY = b"fast-parse-key"
+COMPILED = fast_parse.scan_envelope
 STEMS = sorted(path.stem for path in EXAMPLES.glob("*.json"))
 PROPERTY = settings(
     max_examples=60,
@@ -37,8 +38,27 @@ PROPERTY = settings(
 )
 
 
+@pytest.fixture(autouse=True, params=["compiled", "msgspec"])
+def scanner(request, monkeypatch):
+    """Every test runs with each scanner the fast path can have."""
+    if request.param == "msgspec":
+        monkeypatch.setattr(fast_parse, "scan_envelope", fast_parse.decoded_fields)
+    return request.param
+
+
+def test_the_compiled_scanner_is_built():
+    """`pip install -e .` compiles it wherever a C compiler is, as on CI."""
+    assert fast_parse.SCANNER == "compiled"
+
+
 def same(raws: Sequence[bytes]) -> int:
-    """Assert both paths give equal frames; returns how many envelopes the fast path read."""
+    """Assert both paths give equal frames; returns how many envelopes the fast path read.
+
+    Whatever the compiled scanner reads, it reads into the fields msgspec gives."""
+    for raw in raws:
+        fields = COMPILED(raw)
+        if fields is not None:
+            assert fields == fast_parse.decoded_fields(raw)
     stored = [StoredEnvelope("raw/x.ndjson", n, raw) for n, raw in enumerate(raws, start=1)]
     fast_rows, fast_rejects = parse.parse_envelopes(stored, KEY)
     rows, rejects = parse.parse_envelopes_reference(stored, KEY)

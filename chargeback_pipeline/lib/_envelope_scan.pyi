@@ -1,0 +1,3 @@
+from typing import Any
+
+def scan_envelope(raw: bytes | memoryview, /) -> tuple[Any, ...] | None: ...
