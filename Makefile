@@ -7,7 +7,7 @@ NODE_STAMP := node_modules/.installed
 
 .PHONY: demo test lint typecheck unit lint-infra dev azurite bench bench-azurite bench-store mono chromium clean
 
-$(STAMP): setup.py pyproject.toml chargeback_pipeline/lib/_envelope_scan.c
+$(STAMP): setup.py pyproject.toml $(wildcard chargeback_pipeline/lib/_*.[ch])
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

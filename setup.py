@@ -6,7 +6,8 @@ from setuptools import Extension, find_packages, setup
 # and msgspec reads the envelopes instead, a little more slowly.
 ENVELOPE_SCAN = Extension(
     "chargeback_pipeline.lib._envelope_scan",
-    ["chargeback_pipeline/lib/_envelope_scan.c"],
+    ["chargeback_pipeline/lib/_envelope_scan.c", "chargeback_pipeline/lib/_body_usage.c"],
+    depends=["chargeback_pipeline/lib/_envelope_scan.h"],
     extra_compile_args=["-O3"],
     optional=True,
 )

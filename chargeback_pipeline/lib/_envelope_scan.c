@@ -11,7 +11,9 @@
 #include <stdint.h>
 #include <string.h>
 
-enum kind { K_STR, K_INT, K_BOOL, K_OBJ, K_TAGS };
+#include "_envelope_scan.h"
+
+enum kind { K_STR, K_INT, K_BOOL, K_OBJ, K_TAGS, K_BODY };
 
 typedef struct field {
     const char *key;
@@ -27,7 +29,8 @@ enum slot {
     S_USER_ID, S_APP_ID, S_TAGS, S_BACKEND_ID, S_DEPLOYMENT, S_API_VERSION,
     S_REQUEST, S_REQUEST_PATH, S_REQUEST_BODY, S_REQUEST_BODY_BYTES,
     S_RESPONSE, S_STATUS, S_RESPONSE_CONTENT_TYPE, S_RESPONSE_BODY, S_RESPONSE_BODY_BYTES,
-    S_STREAMED, S_GATEWAY_PROMPT, S_GATEWAY_COMPLETION, S_GATEWAY_TOTAL, S_COUNT
+    S_STREAMED, S_GATEWAY_PROMPT, S_GATEWAY_COMPLETION, S_GATEWAY_TOTAL, S_REPORTED,
+    S_RESPONSE_BODY_AT, S_COUNT
 };
 
 static const field GATEWAY[] = {
@@ -52,7 +55,7 @@ static const field REQUEST[] = {
     {NULL, 0, 0, NULL}};
 static const field RESPONSE[] = {
     {"status", K_INT, S_STATUS, NULL}, {"content_type", K_STR, S_RESPONSE_CONTENT_TYPE, NULL},
-    {"body", K_STR, S_RESPONSE_BODY, NULL}, {"body_bytes", K_INT, S_RESPONSE_BODY_BYTES, NULL},
+    {"body", K_BODY, S_RESPONSE_BODY, NULL}, {"body_bytes", K_INT, S_RESPONSE_BODY_BYTES, NULL},
     {"streamed", K_BOOL, S_STREAMED, NULL}, {"truncated", K_BOOL, -1, NULL}, {NULL, 0, 0, NULL}};
 static const field GATEWAY_TOKENS[] = {
     {"prompt", K_INT, S_GATEWAY_PROMPT, NULL}, {"completion", K_INT, S_GATEWAY_COMPLETION, NULL},
@@ -78,8 +81,12 @@ static const field ENVELOPE[] = {
 enum outcome { OK = 0, UNSURE = -1, FAILED = -2 };
 
 typedef struct {
-    const unsigned char *p, *end;
+    const unsigned char *line, *p, *end;
     unsigned char *text; /* scratch for unescaped strings, at least as long as the line */
+    unsigned char *body_scratch; /* the response body's own, as long */
+    const unsigned char *body;   /* the response body's UTF-8 text, once read */
+    size_t body_length, body_chars;
+    Py_ssize_t body_start, body_end; /* its JSON string in the line, quotes included */
     PyObject *out[S_COUNT];
 } scan;
 
@@ -103,53 +110,6 @@ static int literal(scan *s, const char *word, size_t n) {
         return 1;
     }
     return 0;
-}
-
-static inline int plain(unsigned char c) { return c != '"' && c != '\\' && c >= 0x20; }
-
-#if defined(__SSE2__)
-#include <emmintrin.h>
-/* Plain bytes (not '"', '\\' or a control byte) at the start of the 16 at p. */
-static inline size_t plain16(const unsigned char *p) {
-    __m128i chunk = _mm_loadu_si128((const __m128i *)p);
-    __m128i quote = _mm_cmpeq_epi8(chunk, _mm_set1_epi8('"'));
-    __m128i slash = _mm_cmpeq_epi8(chunk, _mm_set1_epi8('\\'));
-    __m128i low = _mm_set1_epi8(0x1f);
-    __m128i control = _mm_cmpeq_epi8(_mm_max_epu8(chunk, low), low); /* chunk <= 0x1f */
-    unsigned mask = (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, slash), control));
-    return mask ? (size_t)__builtin_ctz(mask) : 16;
-}
-#else
-static inline size_t plain16(const unsigned char *p) {
-    size_t n = 0;
-    while (n < 16 && plain(p[n])) n++;
-    return n;
-}
-#endif
-
-/* Plain bytes from p on: where a string scan has something to look at. */
-static inline const unsigned char *next_special(const unsigned char *p, const unsigned char *end) {
-    while (end - p >= 16) {
-        size_t n = plain16(p);
-        p += n;
-        if (n < 16) return p;
-    }
-    while (p < end && plain(*p)) p++;
-    return p;
-}
-
-static int hex4(const unsigned char *p, unsigned *value) {
-    unsigned v = 0;
-    for (int i = 0; i < 4; i++) {
-        unsigned char c = p[i];
-        v <<= 4;
-        if (c >= '0' && c <= '9') v |= c - '0';
-        else if (c >= 'a' && c <= 'f') v |= c - 'a' + 10;
-        else if (c >= 'A' && c <= 'F') v |= c - 'A' + 10;
-        else return 0;
-    }
-    *value = v;
-    return 1;
 }
 
 static unsigned char *put_utf8(unsigned char *o, unsigned code) {
@@ -199,28 +159,26 @@ static unsigned char *unescape(scan *s, unsigned char *o) {
     return put_utf8(o, code);
 }
 
-/* A JSON string at s->p as str; the UTF-8 check is CPython's own strict decoder. A string
- * without escapes is decoded where it lies; one with escapes is rebuilt in the scratch. */
-static int read_string(scan *s, PyObject **value) {
+/* A JSON string at s->p, unescaped: where it lies when it has no escapes, else rebuilt in
+ * `scratch` (as long as the line). Its bytes are not yet checked to be UTF-8. */
+static int read_text(scan *s, unsigned char *scratch, const unsigned char **text, size_t *length) {
     if (s->p >= s->end || *s->p != '"') return UNSURE;
     const unsigned char *run = ++s->p; /* plain bytes not yet copied start here */
     unsigned char *o = NULL;           /* the scratch's end, once an escape was met */
-    const char *text;
-    Py_ssize_t length;
     for (;;) {
         s->p = next_special(s->p, s->end);
         if (s->p >= s->end || *s->p < 0x20) return UNSURE;
         if (*s->p == '"' && !o) {
-            text = (const char *)run;
-            length = s->p - run;
+            *text = run;
+            *length = (size_t)(s->p - run);
             break;
         }
-        if (!o) o = s->text;
+        if (!o) o = scratch;
         memcpy(o, run, (size_t)(s->p - run));
         o += s->p - run;
         if (*s->p == '"') {
-            text = (const char *)s->text;
-            length = o - s->text;
+            *text = scratch;
+            *length = (size_t)(o - scratch);
             break;
         }
         s->p++; /* the backslash */
@@ -228,11 +186,30 @@ static int read_string(scan *s, PyObject **value) {
         run = s->p;
     }
     s->p++; /* the closing quote */
-    *value = PyUnicode_DecodeUTF8(text, length, NULL);
+    return OK;
+}
+
+/* A JSON string at s->p as str; the UTF-8 check is CPython's own strict decoder. */
+static int read_string(scan *s, PyObject **value) {
+    const unsigned char *text;
+    size_t length;
+    if (read_text(s, s->text, &text, &length) != OK) return UNSURE;
+    *value = PyUnicode_DecodeUTF8((const char *)text, (Py_ssize_t)length, NULL);
     if (*value) return OK;
     if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) return FAILED;
     PyErr_Clear();
     return UNSURE;
+}
+
+/* The response body: kept as checked UTF-8 until the whole envelope is read, when its usage
+ * may be read without making it a str. */
+static int read_body(scan *s) {
+    s->body_start = s->p - s->line;
+    if (read_text(s, s->body_scratch, &s->body, &s->body_length) != OK ||
+        !utf8_text(s->body, s->body_length, &s->body_chars))
+        return UNSURE;
+    s->body_end = s->p - s->line;
+    return OK;
 }
 
 /* A key: plain ASCII between quotes (an escaped key is left to the other paths). */
@@ -312,6 +289,7 @@ static int read_value(scan *s, const field *f) {
         result = value ? OK : UNSURE;
         break;
     case K_TAGS: result = read_tags(s, &value); break;
+    case K_BODY: return read_body(s);
     default: return read_object(s, f->sub, f->out);
     }
     if (result != OK) return result;
@@ -344,22 +322,62 @@ static int read_object(scan *s, const field *fields, int presence) {
     return take(s, '}') ? OK : UNSURE;
 }
 
+static int event_stream(PyObject *content_type) {
+    if (content_type == Py_None) return 0;
+    Py_ssize_t length;
+    const char *text = PyUnicode_AsUTF8AndSize(content_type, &length);
+    if (!text) return -1;
+    return length >= 17 && memcmp(text, "text/event-stream", 17) == 0;
+}
+
+/* The body's reported usage with where the body lies in the line, when the body settles it;
+ * else the body as str, for the Python path to read. */
+static int settle_body(scan *s) {
+    if (!s->body) return OK;
+    int stream = event_stream(s->out[S_RESPONSE_CONTENT_TYPE]);
+    if (stream < 0) return FAILED;
+    reported_usage r;
+    if (s->out[S_STREAMED] != Py_True && !stream &&
+        body_reported_usage(s->body, s->body_length, s->body_chars, &r)) {
+        PyObject *model = r.model ? PyUnicode_DecodeUTF8((const char *)r.model,
+                                                          (Py_ssize_t)r.model_length, NULL)
+                                  : Py_NewRef(Py_None);
+        if (!model) return FAILED;
+        PyObject *usage = Py_BuildValue("(LLLLLiNs)", r.prompt, r.cached, r.completion,
+                                        r.reasoning, r.total, 0, model, "reported");
+        PyObject *at = Py_BuildValue("(nnn)", s->body_start, s->body_end,
+                                     (Py_ssize_t)s->body_length);
+        Py_XSETREF(s->out[S_REPORTED], usage);
+        Py_XSETREF(s->out[S_RESPONSE_BODY_AT], at);
+        return usage && at ? OK : FAILED;
+    }
+    PyObject *body =
+        PyUnicode_DecodeUTF8((const char *)s->body, (Py_ssize_t)s->body_length, NULL);
+    if (!body) return FAILED; /* cannot be: utf8_text took it */
+    Py_XSETREF(s->out[S_RESPONSE_BODY], body);
+    return OK;
+}
+
 static PyObject *scan_envelope(PyObject *Py_UNUSED(module), PyObject *raw) {
     Py_buffer line;
     if (PyObject_GetBuffer(raw, &line, PyBUF_SIMPLE) < 0) return NULL;
-    scan s = {.p = line.buf, .end = (const unsigned char *)line.buf + line.len, .text = NULL};
+    const unsigned char *start = line.buf;
+    scan s = {.line = start, .p = start, .end = start + line.len};
     PyObject *fields = NULL;
     int result = FAILED;
-    s.text = PyMem_Malloc(line.len ? (size_t)line.len : 1);
+    /* Two scratches, each as long as the line: unescaping never lengthens a string. */
+    s.text = PyMem_Malloc(line.len ? 2 * (size_t)line.len : 1);
     if (!s.text) {
         PyErr_NoMemory();
         goto done;
     }
+    s.body_scratch = s.text + line.len;
     for (int i = 0; i < S_COUNT; i++)
         s.out[i] = Py_NewRef(i == S_REQUEST || i == S_RESPONSE ? Py_False : Py_None);
     result = read_object(&s, ENVELOPE, -1);
     skip_space(&s);
     if (result == OK && s.p != s.end) result = UNSURE; /* something after the object */
+    if (result == OK) result = settle_body(&s);
     if (result == OK && (fields = PyTuple_New(S_COUNT))) {
         for (int i = 0; i < S_COUNT; i++) {
             PyTuple_SET_ITEM(fields, i, s.out[i]);
@@ -388,4 +406,9 @@ static struct PyModuleDef module = {
     .m_methods = methods,
 };
 
-PyMODINIT_FUNC PyInit__envelope_scan(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__envelope_scan(void) {
+    PyObject *created = PyModule_Create(&module);
+    if (created && PyModule_AddIntConstant(created, "TAIL_READ_FROM", TAIL_READ_FROM) < 0)
+        Py_CLEAR(created);
+    return created;
+}

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import msgspec
+import orjson
 
 from chargeback_pipeline.lib.envelopes import (
     SUPPORTED_MAJOR,
@@ -21,7 +22,7 @@ from chargeback_pipeline.lib.envelopes import (
     usage_columns,
 )
 from chargeback_pipeline.lib.estimate import estimate_usage
-from chargeback_pipeline.lib.usage import INT64_LIMIT, operation_of, resolve_usage
+from chargeback_pipeline.lib.usage import INT64_LIMIT, Usage, operation_of, resolve_usage
 
 Int64 = Annotated[int, msgspec.Meta(ge=-INT64_LIMIT, le=INT64_LIMIT - 1)]
 STATUS_LIMIT = 2**31
@@ -105,8 +106,10 @@ EnvelopeFields = tuple[Any, ...]
 """schema_version, request_id, timestamp, elapsed_ms, gateway_region, api_id, operation_id,
 subscription_id, subscription_name, product_id, user_id, app_id, tags, backend_id, deployment,
 api_version, has_request, request_path, request_body, request_body_bytes, has_response, status,
-response_content_type, response_body, response_body_bytes, streamed, and the gateway's prompt,
-completion and total tokens: the order `_envelope_scan.c` fills."""
+response_content_type, response_body, response_body_bytes, streamed, the gateway's prompt,
+completion and total tokens, then what only the compiled scanner fills: `reported`, the Usage
+fields a non-streamed body settles (its response_body is then None), and `body_at`, where that
+body's JSON string lies in the envelope and its UTF-8 length. The order `_envelope_scan.c` fills."""
 
 _DECODER = msgspec.json.Decoder(_Envelope)
 _NO_GATEWAY, _NO_API, _NO_NAMED = _Gateway(), _Api(), _Named()
@@ -152,6 +155,8 @@ def decoded_fields(raw: bytes | memoryview) -> EnvelopeFields | None:
         tokens.prompt,
         tokens.completion,
         tokens.total,
+        None,
+        None,
     )
 
 
@@ -174,7 +179,7 @@ def fast_row(
     """The row `envelope_row` makes of this envelope, or None when only the reference can tell."""
     try:
         fields = scan_envelope(raw)
-        return None if fields is None else _row(fields, source, source_line, pseudonym_key)
+        return None if fields is None else _row(fields, raw, source, source_line, pseudonym_key)
     except (ValueError, RecursionError):
         # msgspec's DecodeError, UnicodeDecodeError, orjson's, EnvelopeError and
         # UsageTypeError are all ValueErrors: the reference path finds and words the fault.
@@ -182,7 +187,11 @@ def fast_row(
 
 
 def _row(
-    fields: EnvelopeFields, source: str, source_line: int, pseudonym_key: bytes
+    fields: EnvelopeFields,
+    raw: bytes | memoryview,
+    source: str,
+    source_line: int,
+    pseudonym_key: bytes,
 ) -> dict[str, Any] | None:
     (
         schema_version,
@@ -214,6 +223,8 @@ def _row(
         prompt,
         completion,
         total,
+        reported,
+        body_at,
     ) = fields
     if not (schema_version and request_id and has_request and has_response):
         return None
@@ -223,12 +234,19 @@ def _row(
         return None
     streamed = bool(streamed) or (response_content_type or "").startswith("text/event-stream")
     operation = operation_of(request_path, operation_id)
-    counts = None
-    if prompt is not None or completion is not None or total is not None:
-        counts = {"prompt": prompt, "completion": completion, "total": total}
-    usage = resolve_usage(response_body, streamed, counts, operation)
-    if usage.token_source == "none" and 200 <= status < 300:
-        usage = estimate_usage(request_body, response_body, streamed) or usage
+    if reported is not None and operation != "image_generations":
+        usage = Usage(*reported)
+        response_bytes = body_at[2] if response_body_bytes is None else response_body_bytes
+    else:
+        if body_at is not None:  # settled by the scanner, but images are counted from the text
+            response_body = orjson.loads(raw[body_at[0] : body_at[1]])
+        counts = None
+        if prompt is not None or completion is not None or total is not None:
+            counts = {"prompt": prompt, "completion": completion, "total": total}
+        usage = resolve_usage(response_body, streamed, counts, operation)
+        if usage.token_source == "none" and 200 <= status < 300:
+            usage = estimate_usage(request_body, response_body, streamed) or usage
+        response_bytes = body_size(response_body_bytes, response_body)
     return {
         "request_id": request_id,
         "timestamp": timestamp_micros(timestamp),
@@ -245,7 +263,7 @@ def _row(
         "user_hash": pseudonymise(user_id, pseudonym_key),
         "elapsed_ms": elapsed_ms,
         "request_bytes": body_size(request_body_bytes, request_body),
-        "response_bytes": body_size(response_body_bytes, response_body),
+        "response_bytes": response_bytes,
         "schema_version": schema_version,
         "source": source,
         "source_line": source_line,

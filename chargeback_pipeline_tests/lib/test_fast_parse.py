@@ -24,12 +24,13 @@ from hypothesis import strategies as st
 from chargeback_pipeline.lib import fast_parse, parse
 from chargeback_pipeline.lib.demo_traffic import generate_hour
 from chargeback_pipeline.lib.fast_parse import fast_row
-from chargeback_pipeline.lib.usage import TAIL_READ_FROM
+from chargeback_pipeline.lib.usage import TAIL_READ_FROM, Usage, usage_from_body
 from chargeback_pipeline.store.base import StoredEnvelope
 from chargeback_pipeline_tests.conftest import EXAMPLES, REPO_ROOT
 
 KEY = b"fast-parse-key"
 COMPILED = fast_parse.scan_envelope
+RESPONSE_BODY = 23
 STEMS = sorted(path.stem for path in EXAMPLES.glob("*.json"))
 PROPERTY = settings(
     max_examples=60,
@@ -49,6 +50,9 @@ def scanner(request, monkeypatch):
 def test_the_compiled_scanner_is_built():
     """`pip install -e .` compiles it wherever a C compiler is, as on CI."""
     assert fast_parse.SCANNER == "compiled"
+    from chargeback_pipeline.lib import _envelope_scan
+
+    assert _envelope_scan.TAIL_READ_FROM == TAIL_READ_FROM
 
 
 def same(raws: Sequence[bytes]) -> int:
@@ -56,15 +60,31 @@ def same(raws: Sequence[bytes]) -> int:
 
     Whatever the compiled scanner reads, it reads into the fields msgspec gives."""
     for raw in raws:
-        fields = COMPILED(raw)
-        if fields is not None:
-            assert fields == fast_parse.decoded_fields(raw)
+        same_fields(raw)
     stored = [StoredEnvelope("raw/x.ndjson", n, raw) for n, raw in enumerate(raws, start=1)]
     fast_rows, fast_rejects = parse.parse_envelopes(stored, KEY)
     rows, rejects = parse.parse_envelopes_reference(stored, KEY)
     assert fast_rows.equals(rows), (fast_rows.to_dicts(), rows.to_dicts())
     assert fast_rejects.equals(rejects), (fast_rejects.to_dicts(), rejects.to_dicts())
     return sum(fast_row(s.raw, s.source, s.line, KEY) is not None for s in stored)
+
+
+def same_fields(raw: bytes) -> None:
+    """The compiled scanner's fields are msgspec's, and the usage it settles from a body is the
+    one the reference's usage_from_body reads from that body."""
+    fields = COMPILED(raw)
+    if fields is None:
+        return
+    decoded = fast_parse.decoded_fields(raw)
+    *head, reported, body_at = fields
+    if reported is not None:
+        body = decoded[RESPONSE_BODY]
+        assert head[RESPONSE_BODY] is None
+        assert orjson.loads(raw[body_at[0] : body_at[1]]) == body
+        assert body_at[2] == len(body.encode())
+        assert Usage(*reported) == usage_from_body(body, streamed=False)
+        head[RESPONSE_BODY] = body
+    assert (*head, None, None) == decoded
 
 
 def example(stem: str) -> dict[str, Any]:
