@@ -548,6 +548,121 @@ def test_unreadable_envelopes():
     same([b"", b"not json", b"[1]", b"\xff{}", good[:-1], good + b"x", b"\xef\xbb\xbf" + good])
 
 
+# --- bodies the compiled scanner reads itself --------------------------------------------------
+
+CHAT_USAGE = '"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}'
+SMALL_BODIES = [
+    '{"model":"gpt-4o",' + CHAT_USAGE + "}",
+    '{"model":"gpt-4o","usage":{"prompt_tokens":7,"completion_tokens":3}}',
+    '{"model":"","usage":{"prompt_tokens":7,"total_tokens":0}}',
+    '{"model":null,"usage":{"prompt_tokens":null,"completion_tokens":3}}',
+    '{"model":"m","usage":{"input_tokens":5,"output_tokens":2,"input_tokens_details":'
+    '{"cached_tokens":1},"output_tokens_details":{"reasoning_tokens":1},"total_tokens":7}}',
+    '{"usage":{"input_tokens":null,"prompt_tokens":9}}',
+    '{"usage":{"prompt_tokens":9,"prompt_tokens_details":null,'
+    '"completion_tokens_details":{"reasoning_tokens":null,"audio_tokens":4}}}',
+    '{"usage":{"prompt_tokens":9,"prompt_tokens_details":3}}',
+    '{"usage":{"prompt_tokens":-0,"completion_tokens":999999999999999999}}',
+    '{"usage":{"prompt_tokens":1000000000000000000}}',
+    '{"usage":{"prompt_tokens":9223372036854775808}}',
+    '{"usage":{"prompt_tokens":1.0}}',
+    '{"usage":{"prompt_tokens":true}}',
+    '{"usage":{"prompt_tokens":"7"}}',
+    '{"usage":{"prompt_tokens":7,"prompt_tokens":8}}',
+    '{"usage":{"prompt_tokens":7,"total_tokens":{"x":1}}}',
+    '{"usage":{"prompt_tokens_details":{"cached_tokens":{"deep":1}}}}',
+    '{"usage":{"pr\\u006fmpt_tokens":7}}',
+    '{"us\\u0061ge":{"prompt_tokens":7}}',
+    '{"model":"gpt-4o","model":"other",' + CHAT_USAGE + "}",
+    '{"model":"gpt-\\u00e9",' + CHAT_USAGE + "}",
+    '{"model":"gpt-4o",' + CHAT_USAGE + ',"usage":null}',
+    '{"usage":null}',
+    '{"usage":[1]}',
+    '{"response":{"usage":{"input_tokens":3}},' + CHAT_USAGE + "}",
+    '{"response":"text",' + CHAT_USAGE + "}",
+    '{"data":[{"url":"https://x"}],' + CHAT_USAGE + "}",
+    '{"data":[{"b64_json":"QUJD"},{"url":"u"}]}',
+    '{"data":[{"embedding":[0.1,-2e-3]},{"object":"embedding"}],' + CHAT_USAGE + "}",
+    '{"data":[1,{"url":"u"}],' + CHAT_USAGE + "}",
+    '{"data":[],' + CHAT_USAGE + "}",
+    '{"data":{"url":"u"},' + CHAT_USAGE + "}",
+    '{"data":[{"u\\u0072l":"x"}],' + CHAT_USAGE + "}",
+    '{"x":1e400,' + CHAT_USAGE + "}",
+    '{"x":1e-400,' + CHAT_USAGE + "}",
+    '{"x":123456789012345678901234567890,' + CHAT_USAGE + "}",
+    '{"x":1.5e300,"y":-0.0,"z":[true,false,null,{}],' + CHAT_USAGE + "}",
+    '{"x":01,' + CHAT_USAGE + "}",
+    '{"x":1.,' + CHAT_USAGE + "}",
+    '{"x":"\\ud800",' + CHAT_USAGE + "}",
+    '{"x":"\\ud83d\\ude00 \\u00e9 \\n",' + CHAT_USAGE + "}",
+    '{"x":"bad \\q escape",' + CHAT_USAGE + "}",
+    '{"x":' + "[" * 70 + "]" * 70 + "," + CHAT_USAGE + "}",
+    "{" + CHAT_USAGE + "} trailing",
+    "{" + CHAT_USAGE + ",}",
+    " \t\r\n{" + CHAT_USAGE + "}\n ",
+    "\x0b{" + CHAT_USAGE + "}",
+    "\u00a0{" + CHAT_USAGE + "}",
+    "\ufeff{" + CHAT_USAGE + "}",
+    "data: {" + CHAT_USAGE + "}\n\n",
+    " event: x\ndata: {" + CHAT_USAGE + "}\n\n",
+    "[" + "{" + CHAT_USAGE + "}]",
+    "{}",
+    "",
+    "   ",
+]
+
+
+@pytest.mark.parametrize("body", SMALL_BODIES)
+@pytest.mark.parametrize("ascii_escapes", [False, True])
+def test_small_json_bodies(body, ascii_escapes):
+    same([with_literal(example("chat_completion"), literal_of(body, ascii_escapes))])
+
+
+def large(body: str) -> str:
+    """The body with a long text before it, past TAIL_READ_FROM: its usage is read from the tail."""
+    return '{"pad":"' + "p" * TAIL_READ_FROM + '",' + body.lstrip()[1:]
+
+
+@pytest.mark.parametrize("body", [large(b) for b in SMALL_BODIES if b.lstrip().startswith("{")])
+def test_large_json_bodies(body):
+    same([with_literal(EMBEDDINGS, literal_of(body))])
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        '"usage":{"prompt_tokens":3},"x":"\\"usage\\": {\\"prompt_tokens\\": 9}"}',
+        '"usage":{"prompt_tokens":3},"model":"\\"model\\":\\"fake\\""}',
+        '"usage" :\t{"prompt_tokens":3}, "model" : "m1", "note":"\\"model\\""}',
+        '"usage":{"prompt_tokens":3},"model":"","other":{"model":"inner"}}',
+        '"model":"m1","usage":{"prompt_tokens":3},"model":7}',
+        '"model":"m1","usage":{"prompt_tokens":3},"model":"m\\u00e9"}',
+        '"usage":{"prompt_tokens":3},"usage":"text"}',
+        '"usage":{"prompt_tokens":3},"x":"usage","y":"\\"usage\\""}',
+        '"usage":{"prompt_tokens":3}',
+        '"usage":{"prompt_tokens":3,}}',
+        '"usage" "x", "model":"m"}',
+    ],
+)
+def test_large_bodies_read_from_the_tail(tail):
+    body = '{"pad":"' + "p" * TAIL_READ_FROM + '",' + tail
+    same([with_literal(EMBEDDINGS, literal_of(body))])
+
+
+def test_most_bodies_are_settled_by_the_compiled_scanner(scanner):
+    """Chat, Responses and embeddings bodies never become str: their usage is read in C."""
+    if scanner != "compiled":
+        pytest.skip("the compiled scanner's own reading")
+    settled = [
+        with_literal(example("chat_completion"), literal_of(SMALL_BODIES[0])),
+        orjson.dumps(example("chat_completion")),
+        orjson.dumps(example("responses_api")),
+        with_literal(EMBEDDINGS, literal_of(embeddings_body(30_000))),
+    ]
+    assert all(COMPILED(raw)[-2] is not None for raw in settled)
+    assert same(settled) == len(settled)
+
+
 # --- random edits --------------------------------------------------------------------------------
 
 PIECES = [
