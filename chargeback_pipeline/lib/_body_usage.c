@@ -1,7 +1,8 @@
-/* The model's reported usage in a non-streamed JSON response body, read as the reference path's
- * `usage.usage_from_body` reads it (ADR 0008): a body of at most TAIL_READ_FROM characters as one
- * whole document, a longer one from its last `"usage"` object. Every rule here answers "not
- * sure" (0) rather than guess; the Python path then reads the body itself.
+/* The model's reported usage in a response body, read as the reference path's
+ * `usage.usage_from_body` reads it (ADR 0008): an SSE stream event by event from its end, a JSON
+ * body of at most TAIL_READ_FROM characters as one whole document, a longer one from its last
+ * `"usage"` object. Every rule here answers "not sure" (0) rather than guess; the Python path
+ * then reads the body itself.
  */
 #define _GNU_SOURCE /* memrchr */
 #include <string.h>
@@ -308,41 +309,142 @@ static int data_without_images(cursor *c) {
     return next_is(c, ']');
 }
 
-/* usage._usage_from_document over the whole body, when orjson would surely parse it. */
-static int whole_usage(const unsigned char *body, size_t n, reported_usage *r) {
-    cursor c = {body, body + n};
-    int usage = 0, model = 0, data = 0;
+/* A key and its colon at c->p: plain text only (an escaped key may spell any name). */
+static int plain_key(cursor *c, const unsigned char **key, size_t *length) {
+    int escaped;
+    space(c);
+    if (!string(c, key, length, &escaped) || escaped || !next_is(c, ':')) return 0;
+    space(c);
+    return 1;
+}
+
+/* A `model` value: a plain string names it (empty: none); any other value names none. */
+static int model_value(cursor *c, reported_usage *r) {
+    const unsigned char *text;
+    size_t length;
+    int escaped;
+    if (c->p >= c->end || *c->p != '"') return value(c, 1);
+    if (!string(c, &text, &length, &escaped) || escaped) return 0;
+    r->model = length ? text : NULL;
+    r->model_length = length;
+    return 1;
+}
+
+/* A `usage` value: an object is read into r (*found set); any other value is no usage. */
+static int usage_value(cursor *c, reported_usage *r, int *found) {
+    if (c->p >= c->end || *c->p != '{') return value(c, 1);
+    *found = 1;
+    return usage_object(c, r);
+}
+
+/* The object a Responses event wraps: its usage and model (usage._usage_from_document). */
+static int response_object(cursor *c, reported_usage *r, int *found) {
+    int usage = 0, model = 0;
+    c->p++;
+    if (next_is(c, '}')) return 1;
+    do {
+        const unsigned char *key;
+        size_t length;
+        if (!plain_key(c, &key, &length)) return 0;
+        if (named(key, length, "usage")) {
+            if (usage++ || !usage_value(c, r, found)) return 0;
+        } else if (named(key, length, "model")) {
+            if (model++ || !model_value(c, r)) return 0;
+        } else if (!value(c, 2)) {
+            return 0;
+        }
+    } while (next_is(c, ','));
+    return next_is(c, '}');
+}
+
+/* usage._usage_from_document over one whole JSON object: 1 when it reports usage (set in r),
+ * 0 when it surely reports none (r->model: its model), -1 when only Python can tell. */
+static int document_usage(const unsigned char *text, size_t n, reported_usage *r) {
+    cursor c = {text, text + n};
+    int usage = 0, model = 0, data = 0, response = 0, found = 0, inner_found = 0;
+    reported_usage inner = {0};
     r->model = NULL;
-    if (!next_is(&c, '{')) return 0;
+    if (!next_is(&c, '{')) return -1;
     if (!next_is(&c, '}')) {
         do {
-            const unsigned char *key, *text;
-            size_t length, text_length;
-            int escaped;
-            space(&c);
-            if (!string(&c, &key, &length, &escaped) || escaped || !next_is(&c, ':')) return 0;
-            space(&c);
+            const unsigned char *key;
+            size_t length;
+            if (!plain_key(&c, &key, &length)) return -1;
             if (named(key, length, "usage")) {
-                if (usage++ || !usage_object(&c, r)) return 0;
+                if (usage++ || !usage_value(&c, r, &found)) return -1;
             } else if (named(key, length, "model")) {
-                if (model++) return 0;
-                if (c.p < c.end && *c.p == '"') {
-                    if (!string(&c, &text, &text_length, &escaped) || escaped) return 0;
-                    r->model = text_length ? text : NULL;
-                    r->model_length = text_length;
-                } else if (!value(&c, 1)) {
-                    return 0;
-                }
+                if (model++ || !model_value(&c, r)) return -1;
             } else if (named(key, length, "data")) {
-                if (data++ || !data_without_images(&c)) return 0;
-            } else if (named(key, length, "response") || !value(&c, 1)) {
-                return 0; /* a Responses event wrapping its response, or not JSON */
+                if (data++ || !data_without_images(&c)) return -1;
+            } else if (named(key, length, "response")) {
+                if (response++) return -1;
+                if (c.p < c.end && *c.p == '{') {
+                    if (!response_object(&c, &inner, &inner_found)) return -1;
+                } else if (!value(&c, 1)) {
+                    return -1;
+                }
+            } else if (!value(&c, 1)) {
+                return -1;
             }
         } while (next_is(&c, ','));
-        if (!next_is(&c, '}')) return 0;
+        if (!next_is(&c, '}')) return -1;
     }
     space(&c);
-    return c.p == c.end && usage;
+    if (c.p != c.end) return -1;
+    if (inner_found) *r = inner;
+    return inner_found || found;
+}
+
+/* ----------------------------------------------------------------------------- an SSE stream */
+
+static int ascii_space(unsigned char c) {
+    return c == ' ' || (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x1f);
+}
+
+static const unsigned char *last(const unsigned char *text, size_t end, const char *needle);
+
+/* usage.usage_from_sse: events from the last, the first that reports usage wins; its model
+ * falls back to the latest event that named one. */
+static int sse_usage(const unsigned char *body, size_t n, reported_usage *r) {
+    const unsigned char *fallback = NULL;
+    size_t fallback_length = 0, end = n;
+    if (memchr(body, '\r', n)) return 0; /* CRLF streams are the Python path's */
+    while (end > 0) {
+        const unsigned char *cut = last(body, end, "\n\n");
+        const unsigned char *line = cut ? cut + 2 : body, *stop = body + end;
+        const unsigned char *payload = NULL;
+        size_t length = 0;
+        int lines = 0;
+        end = cut ? (size_t)(cut - body) : 0;
+        while (line < stop) {
+            const unsigned char *newline = memchr(line, '\n', (size_t)(stop - line));
+            const unsigned char *line_end = newline ? newline : stop;
+            if (line_end - line >= 5 && memcmp(line, "data:", 5) == 0) {
+                if (lines++) return 0; /* data lines to join: the Python path's */
+                payload = line + 5;
+                while (payload < line_end && ascii_space(*payload)) payload++;
+                if (payload < line_end && *payload >= 0x80) return 0;
+                length = (size_t)(line_end - payload);
+            }
+            line = line_end + 1;
+        }
+        if (!lines || (length == 6 && memcmp(payload, "[DONE]", 6) == 0)) continue;
+        if (!length || *payload != '{') continue; /* no object: no usage, no model */
+        int found = document_usage(payload, length, r);
+        if (found < 0) return 0;
+        if (found) {
+            if (!r->model) {
+                r->model = fallback;
+                r->model_length = fallback_length;
+            }
+            return 1;
+        }
+        if (!fallback && r->model) {
+            fallback = r->model;
+            fallback_length = r->model_length;
+        }
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------------- a body read from its tail */
@@ -399,15 +501,16 @@ static int tail_usage(const unsigned char *body, size_t n, reported_usage *r) {
     return 1;
 }
 
-int body_reported_usage(const unsigned char *body, size_t n, size_t chars, reported_usage *r) {
+int body_reported_usage(const unsigned char *body, size_t n, size_t chars, int streamed,
+                        reported_usage *r) {
     size_t i = 0;
+    if (n == 0) return 0;
     /* body.lstrip(): ASCII whitespace as str.isspace() has it; other spaces are Python's. */
-    while (i < n && (body[i] == ' ' || (body[i] >= 0x09 && body[i] <= 0x0d) ||
-                     (body[i] >= 0x1c && body[i] <= 0x1f)))
-        i++;
-    if (i == n || body[i] >= 0x80) return 0;
-    if ((n - i >= 5 && memcmp(body + i, "data:", 5) == 0) ||
+    while (i < n && ascii_space(body[i])) i++;
+    if (i < n && body[i] >= 0x80) return 0;
+    if (streamed || (n - i >= 5 && memcmp(body + i, "data:", 5) == 0) ||
         (n - i >= 6 && memcmp(body + i, "event:", 6) == 0))
-        return 0; /* an SSE stream */
-    return chars <= TAIL_READ_FROM ? whole_usage(body, n, r) : tail_usage(body, n, r);
+        return sse_usage(body, n, r);
+    if (chars > TAIL_READ_FROM) return tail_usage(body, n, r);
+    return document_usage(body, n, r) == 1;
 }

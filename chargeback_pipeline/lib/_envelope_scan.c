@@ -337,8 +337,8 @@ static int settle_body(scan *s) {
     int stream = event_stream(s->out[S_RESPONSE_CONTENT_TYPE]);
     if (stream < 0) return FAILED;
     reported_usage r;
-    if (s->out[S_STREAMED] != Py_True && !stream &&
-        body_reported_usage(s->body, s->body_length, s->body_chars, &r)) {
+    if (body_reported_usage(s->body, s->body_length, s->body_chars,
+                            s->out[S_STREAMED] == Py_True || stream, &r)) {
         PyObject *model = r.model ? PyUnicode_DecodeUTF8((const char *)r.model,
                                                           (Py_ssize_t)r.model_length, NULL)
                                   : Py_NewRef(Py_None);

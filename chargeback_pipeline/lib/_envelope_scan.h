@@ -88,9 +88,10 @@ typedef struct {
 /* Whether p[0:n] is UTF-8 as CPython's strict decoder takes it; counts its characters. */
 int utf8_text(const unsigned char *p, size_t n, size_t *chars);
 
-/* 1 when `usage.usage_from_body(body, streamed=False)` is surely the model's usage set in r;
- * 0 when only the Python path can tell (SSE-looking text, images, no usage, anything unusual).
+/* 1 when `usage.usage_from_body(body, streamed)` is surely the model's usage set in r; 0 when
+ * only the Python path can tell (images, no usage, CRLF streams, anything unusual).
  * body[0:n] is UTF-8 text of `chars` characters. */
-int body_reported_usage(const unsigned char *body, size_t n, size_t chars, reported_usage *r);
+int body_reported_usage(const unsigned char *body, size_t n, size_t chars, int streamed,
+                        reported_usage *r);
 
 #endif

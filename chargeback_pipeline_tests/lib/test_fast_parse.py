@@ -30,7 +30,7 @@ from chargeback_pipeline_tests.conftest import EXAMPLES, REPO_ROOT
 
 KEY = b"fast-parse-key"
 COMPILED = fast_parse.scan_envelope
-RESPONSE_BODY = 23
+CONTENT_TYPE, RESPONSE_BODY, STREAMED = 22, 23, 25
 STEMS = sorted(path.stem for path in EXAMPLES.glob("*.json"))
 PROPERTY = settings(
     max_examples=60,
@@ -82,7 +82,10 @@ def same_fields(raw: bytes) -> None:
         assert head[RESPONSE_BODY] is None
         assert orjson.loads(raw[body_at[0] : body_at[1]]) == body
         assert body_at[2] == len(body.encode())
-        assert Usage(*reported) == usage_from_body(body, streamed=False)
+        streamed = bool(decoded[STREAMED]) or (decoded[CONTENT_TYPE] or "").startswith(
+            "text/event-stream"
+        )
+        assert Usage(*reported) == usage_from_body(body, streamed)
         head[RESPONSE_BODY] = body
     assert (*head, None, None) == decoded
 
@@ -618,6 +621,44 @@ def test_small_json_bodies(body, ascii_escapes):
     same([with_literal(example("chat_completion"), literal_of(body, ascii_escapes))])
 
 
+CHUNK = '{"model":"gpt-4o-mini","choices":[{"delta":{"content":"hi"}}]}'
+USAGE_CHUNK = '{"model":"gpt-4o-mini","choices":[],' + CHAT_USAGE + "}"
+COMPLETED = (
+    '{"type":"response.completed","response":{"model":"gpt-4.1","usage":'
+    '{"input_tokens":5,"output_tokens":2,"total_tokens":7}}}'
+)
+STREAMS = [
+    f"data: {CHUNK}\n\ndata: {USAGE_CHUNK}\n\ndata: [DONE]\n\n",
+    f"data: {CHUNK}\n\ndata: {USAGE_CHUNK}\n\n",
+    f"data:{USAGE_CHUNK}\n\ndata:[DONE]",
+    f"data: {CHUNK}\r\n\r\ndata: {USAGE_CHUNK}\r\n\r\ndata: [DONE]\r\n\r\n",
+    f"data: {USAGE_CHUNK}\n\ndata: {CHUNK[:30]}",
+    f'data: {USAGE_CHUNK}\n\ndata: [1,2]\n\ndata: "text"\n\ndata: \n\n',
+    f"data: {USAGE_CHUNK.replace('gpt-4o-mini', '')}\n\ndata: {CHUNK}\n\ndata: [DONE]\n\n",
+    f'data: {{"choices":[],{CHAT_USAGE}}}\n\ndata: {CHUNK}\n\n',
+    f'data: {{"choices":[],{CHAT_USAGE}}}\n\ndata: {{"model":null}}\n\ndata: {CHUNK}\n\n',
+    f"data: {USAGE_CHUNK}\ndata: [DONE]\n\n",
+    f"event: response.completed\ndata: {COMPLETED}\n\n",
+    "event: response.completed\ndata: "
+    + COMPLETED.replace('"model":"gpt-4.1",', "")
+    + f"\n\ndata: {CHUNK}\n\n",
+    'data: {"type":"response.created","response":{"model":"gpt-4.1","usage":null}}\n\n',
+    'data: {"response":{"usage":{"input_tokens":1}},"response":{}}\n\n',
+    f"data: {CHUNK}\n\n",
+    f"data:\u00a0{USAGE_CHUNK}\n\n",
+    f": comment\nid: 7\ndata: {USAGE_CHUNK}\n\n\n",
+    f"data: {USAGE_CHUNK} x\n\n",
+]
+
+
+@pytest.mark.parametrize("body", STREAMS)
+@pytest.mark.parametrize("streamed", [True, False])
+def test_sse_bodies_at_the_edges(body, streamed):
+    envelope = copy.deepcopy(STREAM)
+    envelope["response"]["streamed"] = streamed
+    same([with_literal(envelope, literal_of(body))])
+
+
 def large(body: str) -> str:
     """The body with a long text before it, past TAIL_READ_FROM: its usage is read from the tail."""
     return '{"pad":"' + "p" * TAIL_READ_FROM + '",' + body.lstrip()[1:]
@@ -658,6 +699,8 @@ def test_most_bodies_are_settled_by_the_compiled_scanner(scanner):
         orjson.dumps(example("chat_completion")),
         orjson.dumps(example("responses_api")),
         with_literal(EMBEDDINGS, literal_of(embeddings_body(30_000))),
+        with_literal(STREAM, literal_of(STREAMS[0])),
+        with_literal(STREAM, literal_of(STREAMS[10])),
     ]
     assert all(COMPILED(raw)[-2] is not None for raw in settled)
     assert same(settled) == len(settled)
