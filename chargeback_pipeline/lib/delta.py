@@ -288,9 +288,11 @@ def read_hour_batches(
     for file in table.file_uris(partition_filters=[(PARTITION, "=", hour)]):
         scan = pl.scan_parquet(file, storage_options=storage_options, hive_partitioning=False)
         rows = scan.select(pl.len()).collect().item()
-        for start in range(0, rows, batch_rows):
+        # Batches of equal size: written back through WRITE_LANES, they keep every lane busy.
+        size = -(-rows // max(-(-rows // batch_rows), 1)) if rows else batch_rows
+        for start in range(0, rows, size):
             # The partition value lives in the log, not in the file.
-            batch = scan.slice(start, batch_rows).with_columns(pl.lit(hour).alias(PARTITION))
+            batch = scan.slice(start, size).with_columns(pl.lit(hour).alias(PARTITION))
             yield conform(batch.collect(), schema)
 
 
