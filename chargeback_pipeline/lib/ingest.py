@@ -42,8 +42,9 @@ _CALL_CONTENT = [c for c in PARSED_ENVELOPES if c not in ("source", "source_line
 BUCKET_BYTES = 64 * 1024 * 1024
 """Envelope bytes per request_id bucket on disk (a bucket of 64 MB of envelopes is 6-60 k rows)."""
 FINISH_ROWS = 50_000
-"""Rows finished together: buckets are grouped up to this many, so memory follows it, not the
-hour's size, while pandera's fixed cost per validation (~30 ms) is paid a few times an hour."""
+"""Rows finished together: buckets are grouped to about this many (at most 1.5x), so memory
+follows it, not the hour's size, while pandera's fixed cost per validation (~30 ms) is paid a
+few times an hour."""
 FINISH_THREADS = 2
 """Groups finished at once (Polars releases the GIL for most of a group's work)."""
 
@@ -238,7 +239,7 @@ class _HourFinishing:
             _finish_group, hour=self._hour, deployments=self._deployments, tally=self._tally
         )
         buckets = self._bucketed.rows.bucket_parts()
-        groups = group_parts(buckets, self._finish_rows, least=FINISH_THREADS)
+        groups = group_parts(buckets, self._finish_rows, threads=FINISH_THREADS)
         with ThreadPoolExecutor(FINISH_THREADS, thread_name_prefix="finish-bucket") as pool:
             for finished, usage_tally in bounded_map(pool, finish, groups, FINISH_THREADS):
                 self._quarantined.append(finished.quarantined)

@@ -101,11 +101,13 @@ class BucketSpill:
             self._parts[int(index)].append(part)
 
 
-def group_parts(parts: list[FrameParts], max_rows: int, least: int = 1) -> list[list[FrameParts]]:
-    """Consecutive parts in groups of about equal rows: enough groups for about `max_rows` rows
-    each, and at least `least` when there are that many parts."""
+def group_parts(parts: list[FrameParts], max_rows: int, threads: int = 1) -> list[list[FrameParts]]:
+    """Consecutive parts in groups of about equal rows, about `max_rows` each (at most 1.5x):
+    their count is the multiple of `threads` nearest to rows / max_rows, so that every thread
+    finishes as many groups and none waits alone on a last one (as parts allow)."""
     total = sum(part.rows for part in parts)
-    count = min(len(parts), max(least, -(-total // max(max_rows, 1))))
+    rounds = max(round(total / max(max_rows, 1) / threads), 1)
+    count = min(len(parts), rounds * threads)
     share = max(total / max(count, 1), 1)
     groups: list[list[FrameParts]] = []
     last, before = -1, 0

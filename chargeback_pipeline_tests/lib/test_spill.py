@@ -93,7 +93,21 @@ def test_parts_are_grouped_in_order_up_to_a_row_count():
     groups = group_parts(parts, 10)
     assert [[part.rows for part in group] for group in groups] == [[5, 3], [4], [12, 0, 2], [9]]
     assert [part for group in groups for part in group] == parts
-    halves = group_parts(parts[:3], 100, least=2)
+    halves = group_parts(parts[:3], 100, threads=2)
     assert [[part.rows for part in group] for group in halves] == [[5], [3, 4]]
-    assert group_parts(parts[:1], 100, least=2) == [parts[:1]]
-    assert group_parts([], 100, least=2) == []
+    assert group_parts(parts[:1], 100, threads=2) == [parts[:1]]
+    assert group_parts([], 100, threads=2) == []
+
+
+def test_every_thread_finishes_as_many_groups():
+    """2.2 groups' worth of rows on two threads: two groups, not a third that one thread
+    would finish alone; 2.6 groups' worth on one thread: three."""
+    parts = []
+    for size in [10] * 22:
+        part = FrameParts(SCHEMA)
+        part.append(pl.DataFrame({"request_id": ["r"] * size, "n": list(range(size))}))
+        parts.append(part)
+    sizes = [sum(p.rows for p in group) for group in group_parts(parts, 100, threads=2)]
+    assert sizes == [110, 110]
+    assert len(group_parts(parts[:13], 50)) == 3
+    assert len(group_parts(parts, 70, threads=2)) == 4
