@@ -169,26 +169,45 @@ def _texts(sections: Mapping[str, Mapping[str, Any]]) -> dict[str, str | None]:
     }
 
 
-def usage_columns(
+USAGE_COLUMNS = (
+    "cost_center",
+    "project",
+    "tags",
+    "model",
+    "operation",
+    "status_code",
+    "streamed",
+    "prompt_tokens",
+    "cached_tokens",
+    "completion_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "images",
+    "token_source",
+)
+"""The columns `usage_values` fills, in its order."""
+
+
+def usage_values(
     tags: Mapping[str, str], usage: Usage, operation: str, status: int, streamed: bool
-) -> dict[str, Any]:
-    """The row's tag, usage and call columns (shared by the reference and the fast path)."""
-    return {
-        "cost_center": tags.get("cost-center"),
-        "project": tags.get("project"),
-        "tags": orjson.dumps(tags, option=orjson.OPT_SORT_KEYS).decode() if tags else "{}",
-        "model": usage.model,
-        "operation": operation,
-        "status_code": status,
-        "streamed": streamed,
-        "prompt_tokens": usage.prompt_tokens,
-        "cached_tokens": usage.cached_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "reasoning_tokens": usage.reasoning_tokens,
-        "total_tokens": usage.total_tokens,
-        "images": usage.images,
-        "token_source": usage.token_source,
-    }
+) -> tuple[Any, ...]:
+    """The row's tag, usage and call values (shared by the reference and the fast path)."""
+    return (
+        tags.get("cost-center"),
+        tags.get("project"),
+        orjson.dumps(tags, option=orjson.OPT_SORT_KEYS).decode() if tags else "{}",
+        usage.model,
+        operation,
+        status,
+        streamed,
+        usage.prompt_tokens,
+        usage.cached_tokens,
+        usage.completion_tokens,
+        usage.reasoning_tokens,
+        usage.total_tokens,
+        usage.images,
+        usage.token_source,
+    )
 
 
 def envelope_row(
@@ -237,7 +256,9 @@ def envelope_row(
         "request_id": request_id,
         "timestamp": timestamp,
         **texts,
-        **usage_columns(tags, usage, operation, status, streamed),
+        **dict(
+            zip(USAGE_COLUMNS, usage_values(tags, usage, operation, status, streamed), strict=True)
+        ),
         "user_hash": pseudonymise(user_id, pseudonym_key),
         "elapsed_ms": _typed(envelope, "elapsed_ms", int, "envelope"),
         "request_bytes": _byte_size(request, "request"),

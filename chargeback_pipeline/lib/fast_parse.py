@@ -16,10 +16,11 @@ import orjson
 
 from chargeback_pipeline.lib.envelopes import (
     SUPPORTED_MAJOR,
+    USAGE_COLUMNS,
     body_size,
     pseudonymise,
     timestamp_micros,
-    usage_columns,
+    usage_values,
 )
 from chargeback_pipeline.lib.estimate import estimate_usage
 from chargeback_pipeline.lib.usage import INT64_LIMIT, Usage, operation_of, resolve_usage
@@ -102,6 +103,28 @@ class _Envelope(_Strict):
     gateway_tokens: _GatewayTokens | None = None
 
 
+ROW_COLUMNS = (
+    "request_id",
+    "timestamp",
+    "subscription_id",
+    "subscription_name",
+    "product_id",
+    "api_id",
+    "app_id",
+    "gateway_region",
+    "backend_id",
+    "deployment",
+    "api_version",
+    *USAGE_COLUMNS,
+    "user_hash",
+    "elapsed_ms",
+    "request_bytes",
+    "response_bytes",
+    "schema_version",
+    "source",
+    "source_line",
+)
+"""The values of a row `fast_row` returns, in its order (the columns `envelope_row` names)."""
 EnvelopeFields = tuple[Any, ...]
 """schema_version, request_id, timestamp, elapsed_ms, gateway_region, api_id, operation_id,
 subscription_id, subscription_name, product_id, user_id, app_id, tags, backend_id, deployment,
@@ -175,8 +198,9 @@ SCANNER = "compiled" if scan_envelope is not decoded_fields else "msgspec"
 
 def fast_row(
     raw: bytes | memoryview, source: str, source_line: int, pseudonym_key: bytes
-) -> dict[str, Any] | None:
-    """The row `envelope_row` makes of this envelope, or None when only the reference can tell."""
+) -> tuple[Any, ...] | None:
+    """The row `envelope_row` makes of this envelope as values in ROW_COLUMNS order, or None
+    when only the reference can tell."""
     try:
         fields = scan_envelope(raw)
         return None if fields is None else _row(fields, raw, source, source_line, pseudonym_key)
@@ -192,7 +216,7 @@ def _row(
     source: str,
     source_line: int,
     pseudonym_key: bytes,
-) -> dict[str, Any] | None:
+) -> tuple[Any, ...] | None:
     (
         schema_version,
         request_id,
@@ -247,24 +271,25 @@ def _row(
         if usage.token_source == "none" and 200 <= status < 300:
             usage = estimate_usage(request_body, response_body, streamed) or usage
         response_bytes = body_size(response_body_bytes, response_body)
-    return {
-        "request_id": request_id,
-        "timestamp": timestamp_micros(timestamp),
-        "subscription_id": subscription_id,
-        "subscription_name": subscription_name,
-        "product_id": product_id,
-        "api_id": api_id,
-        "app_id": app_id,
-        "gateway_region": gateway_region,
-        "backend_id": backend_id,
-        "deployment": deployment,
-        "api_version": api_version,
-        **usage_columns(tags or {}, usage, operation, status, streamed),
-        "user_hash": pseudonymise(user_id, pseudonym_key),
-        "elapsed_ms": elapsed_ms,
-        "request_bytes": body_size(request_body_bytes, request_body),
-        "response_bytes": response_bytes,
-        "schema_version": schema_version,
-        "source": source,
-        "source_line": source_line,
-    }
+    request_bytes = body_size(request_body_bytes, request_body)
+    return (
+        request_id,
+        timestamp_micros(timestamp),
+        subscription_id,
+        subscription_name,
+        product_id,
+        api_id,
+        app_id,
+        gateway_region,
+        backend_id,
+        deployment,
+        api_version,
+        *usage_values(tags or {}, usage, operation, status, streamed),
+        pseudonymise(user_id, pseudonym_key),
+        elapsed_ms,
+        request_bytes,
+        response_bytes,
+        schema_version,
+        source,
+        source_line,
+    )

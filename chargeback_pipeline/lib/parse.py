@@ -13,7 +13,7 @@ from typing import Any, Protocol, TypeVar
 import polars as pl
 
 from chargeback_pipeline.lib.envelopes import EnvelopeError, decode_envelope, envelope_row
-from chargeback_pipeline.lib.fast_parse import fast_row
+from chargeback_pipeline.lib.fast_parse import ROW_COLUMNS, fast_row
 from chargeback_pipeline.lib.tables import QUARANTINED_ENVELOPES, USAGE_EVENTS
 from chargeback_pipeline.lib.workers import WorkerPool
 
@@ -69,7 +69,7 @@ def parse_envelopes_reference(stored: Iterable[Stored], pseudonym_key: bytes) ->
 
 
 def _parse(stored: Iterable[Stored], pseudonym_key: bytes, fast: bool) -> ParsedBatch:
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[Any, ...]] = []
     rejects: list[dict[str, Any]] = []
     for item in stored:
         row = fast_row(item.raw, item.source, item.line, pseudonym_key) if fast else None
@@ -80,7 +80,8 @@ def _parse(stored: Iterable[Stored], pseudonym_key: bytes, fast: bool) -> Parsed
         try:
             envelope = decode_envelope(item.raw)
             request_id = envelope.get("request_id")
-            rows.append(envelope_row(envelope, item.source, item.line, pseudonym_key))
+            named = envelope_row(envelope, item.source, item.line, pseudonym_key)
+            rows.append(tuple(named[column] for column in ROW_COLUMNS))
         except EnvelopeError as error:
             rejects.append(
                 {
@@ -90,10 +91,22 @@ def _parse(stored: Iterable[Stored], pseudonym_key: bytes, fast: bool) -> Parsed
                     "reason": str(error),
                 }
             )
-    parsed = pl.DataFrame(rows, schema=_ROWS).with_columns(
-        pl.col("timestamp").cast(PARSED_ENVELOPES["timestamp"])
+    return _frame(rows), pl.DataFrame(rejects, schema=REJECTED)
+
+
+def _frame(rows: list[tuple[Any, ...]]) -> pl.DataFrame:
+    """Rows in ROW_COLUMNS order as a frame of PARSED_ENVELOPES, built column by column (the
+    transpose is one C call; Polars takes typed columns faster than dicts)."""
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(ROW_COLUMNS)
+    series = [
+        pl.Series(name, values, dtype=_ROWS[name])
+        for name, values in zip(ROW_COLUMNS, columns, strict=True)
+    ]
+    return (
+        pl.DataFrame(series)
+        .select(list(_ROWS))
+        .with_columns(pl.col("timestamp").cast(PARSED_ENVELOPES["timestamp"]))
     )
-    return parsed, pl.DataFrame(rejects, schema=REJECTED)
 
 
 def parse_hour(stored: Iterable[Stored], pseudonym_key: bytes) -> ParsedBatch:

@@ -47,6 +47,10 @@ def scanner(request, monkeypatch):
     return request.param
 
 
+def test_fast_rows_have_every_parsed_column():
+    assert sorted(fast_parse.ROW_COLUMNS) == sorted(parse.PARSED_ENVELOPES)
+
+
 def test_the_compiled_scanner_is_built():
     """`pip install -e .` compiles it wherever a C compiler is, as on CI."""
     assert fast_parse.SCANNER == "compiled"
@@ -67,6 +71,10 @@ def same(raws: Sequence[bytes]) -> int:
     assert fast_rows.equals(rows), (fast_rows.to_dicts(), rows.to_dicts())
     assert fast_rejects.equals(rejects), (fast_rejects.to_dicts(), rejects.to_dicts())
     return sum(fast_row(s.raw, s.source, s.line, KEY) is not None for s in stored)
+
+
+def named(row: tuple[Any, ...] | None) -> dict[str, Any] | None:
+    return None if row is None else dict(zip(fast_parse.ROW_COLUMNS, row, strict=True))
 
 
 def same_fields(raw: bytes) -> None:
@@ -178,7 +186,7 @@ def test_embeddings_bodies_around_the_threshold(size, ascii_escapes):
 
 def test_large_body_is_read_by_the_fast_path():
     raw = with_literal(EMBEDDINGS, literal_of(embeddings_body(40_000)))
-    row = fast_row(raw, "s", 1, KEY)
+    row = named(fast_row(raw, "s", 1, KEY))
     assert row is not None
     assert (row["prompt_tokens"], row["model"]) == (
         7 + embeddings_body(40_000).count('"object":"embedding"'),
@@ -311,7 +319,7 @@ SHAPES: dict[str, Callable[[], tuple[dict[str, Any], bytes]]] = {
 def test_common_large_bodies_are_read_by_the_fast_path(shape):
     envelope, literal = SHAPES[shape]()
     raw = with_literal(envelope, literal)
-    row = fast_row(raw, "s", 1, KEY)
+    row = named(fast_row(raw, "s", 1, KEY))
     assert row is not None and row["token_source"] == "reported"
     assert same([raw]) == 1
 
@@ -368,7 +376,7 @@ def test_event_of_several_data_lines_cut_by_the_tail():
 def test_streamed_usage_is_read_by_the_fast_path():
     envelope = copy.deepcopy(STREAM)
     envelope["response"]["body"] = sse_body(400)
-    row = fast_row(orjson.dumps(envelope), "s", 1, KEY)
+    row = named(fast_row(orjson.dumps(envelope), "s", 1, KEY))
     assert row is not None
     assert (row["prompt_tokens"], row["completion_tokens"], row["token_source"]) == (
         9,
