@@ -277,36 +277,49 @@ static int usage_object(cursor *c, reported_usage *r) {
         !count(e, find(e, n, -1, "total_tokens"), &total))
         return 0;
     r->total = total ? total : r->prompt + r->completion;
+    r->images = 0;
     return 1;
 }
 
 /* -------------------------------------------------------------------- a body read as a whole */
 
-/* A top-level `data` that is surely no image list (usage._is_image_list). */
-static int data_without_images(cursor *c) {
+/* A top-level `data` value; *images is its length when it is an image list (a non-empty list
+ * of objects, each with a `url` or `b64_json` key: usage._is_image_list), else 0. */
+static int data_value(cursor *c, long long *images) {
+    long long items = 0;
+    int all_images = 1;
+    *images = 0;
     if (c->p >= c->end || *c->p != '[') return value(c, 1);
     c->p++;
     if (next_is(c, ']')) return 1;
     do {
+        int image = 0;
+        items++;
         space(c);
         if (c->p >= c->end || *c->p != '{') {
+            all_images = 0;
             if (!value(c, 2)) return 0;
             continue;
         }
         c->p++;
-        if (next_is(c, '}')) continue;
-        do {
-            const unsigned char *key;
-            size_t length;
-            int escaped;
-            space(c);
-            if (!string(c, &key, &length, &escaped) || escaped || named(key, length, "url") ||
-                named(key, length, "b64_json") || !next_is(c, ':') || !value(c, 3))
-                return 0;
-        } while (next_is(c, ','));
-        if (!next_is(c, '}')) return 0;
+        if (!next_is(c, '}')) {
+            do {
+                const unsigned char *key;
+                size_t length;
+                int escaped;
+                space(c);
+                if (!string(c, &key, &length, &escaped) || escaped || !next_is(c, ':') ||
+                    !value(c, 3))
+                    return 0;
+                image |= named(key, length, "url") || named(key, length, "b64_json");
+            } while (next_is(c, ','));
+            if (!next_is(c, '}')) return 0;
+        }
+        all_images &= image;
     } while (next_is(c, ','));
-    return next_is(c, ']');
+    if (!next_is(c, ']')) return 0;
+    *images = all_images ? items : 0;
+    return 1;
 }
 
 /* A key and its colon at c->p: plain text only (an escaped key may spell any name). */
@@ -357,11 +370,12 @@ static int response_object(cursor *c, reported_usage *r, int *found) {
     return next_is(c, '}');
 }
 
-/* usage._usage_from_document over one whole JSON object: 1 when it reports usage (set in r),
- * 0 when it surely reports none (r->model: its model), -1 when only Python can tell. */
+/* usage._usage_from_document over one whole JSON object: 1 when it reports usage or images (set
+ * in r), 0 when it surely reports neither (r->model: its model), -1 when only Python can tell. */
 static int document_usage(const unsigned char *text, size_t n, reported_usage *r) {
     cursor c = {text, text + n};
     int usage = 0, model = 0, data = 0, response = 0, found = 0, inner_found = 0;
+    long long images = 0;
     reported_usage inner = {0};
     r->model = NULL;
     if (!next_is(&c, '{')) return -1;
@@ -375,7 +389,7 @@ static int document_usage(const unsigned char *text, size_t n, reported_usage *r
             } else if (named(key, length, "model")) {
                 if (model++ || !model_value(&c, r)) return -1;
             } else if (named(key, length, "data")) {
-                if (data++ || !data_without_images(&c)) return -1;
+                if (data++ || !data_value(&c, &images)) return -1;
             } else if (named(key, length, "response")) {
                 if (response++) return -1;
                 if (c.p < c.end && *c.p == '{') {
@@ -391,8 +405,14 @@ static int document_usage(const unsigned char *text, size_t n, reported_usage *r
     }
     space(&c);
     if (c.p != c.end) return -1;
-    if (inner_found) *r = inner;
-    return inner_found || found;
+    if (inner_found) {
+        *r = inner;
+        return 1;
+    }
+    if (!found && !images) return 0;
+    if (!found) r->prompt = r->cached = r->completion = r->reasoning = r->total = 0;
+    r->images = images; /* an image list is counted beside usage, or alone */
+    return 1;
 }
 
 /* ----------------------------------------------------------------------------- an SSE stream */
@@ -502,7 +522,7 @@ static int tail_usage(const unsigned char *body, size_t n, reported_usage *r) {
 }
 
 int body_reported_usage(const unsigned char *body, size_t n, size_t chars, int streamed,
-                        reported_usage *r) {
+                        int images, reported_usage *r) {
     size_t i = 0;
     if (n == 0) return 0;
     /* body.lstrip(): ASCII whitespace as str.isspace() has it; other spaces are Python's. */
@@ -511,6 +531,8 @@ int body_reported_usage(const unsigned char *body, size_t n, size_t chars, int s
     if (streamed || (n - i >= 5 && memcmp(body + i, "data:", 5) == 0) ||
         (n - i >= 6 && memcmp(body + i, "event:", 6) == 0))
         return sse_usage(body, n, r);
-    if (chars > TAIL_READ_FROM) return tail_usage(body, n, r);
+    if (images < 0) return 0;
+    /* An image response is read whole whatever its size, to count its images. */
+    if (!images && chars > TAIL_READ_FROM) return tail_usage(body, n, r);
     return document_usage(body, n, r) == 1;
 }

@@ -8,6 +8,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <ctype.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -30,7 +31,7 @@ enum slot {
     S_REQUEST, S_REQUEST_PATH, S_REQUEST_BODY, S_REQUEST_BODY_BYTES,
     S_RESPONSE, S_STATUS, S_RESPONSE_CONTENT_TYPE, S_RESPONSE_BODY, S_RESPONSE_BODY_BYTES,
     S_STREAMED, S_GATEWAY_PROMPT, S_GATEWAY_COMPLETION, S_GATEWAY_TOTAL, S_REPORTED,
-    S_RESPONSE_BODY_AT, S_COUNT
+    S_RESPONSE_BODY_LENGTH, S_COUNT
 };
 
 static const field GATEWAY[] = {
@@ -81,12 +82,11 @@ static const field ENVELOPE[] = {
 enum outcome { OK = 0, UNSURE = -1, FAILED = -2 };
 
 typedef struct {
-    const unsigned char *line, *p, *end;
+    const unsigned char *p, *end;
     unsigned char *text; /* scratch for unescaped strings, at least as long as the line */
     unsigned char *body_scratch; /* the response body's own, as long */
     const unsigned char *body;   /* the response body's UTF-8 text, once read */
     size_t body_length, body_chars;
-    Py_ssize_t body_start, body_end; /* its JSON string in the line, quotes included */
     PyObject *out[S_COUNT];
 } scan;
 
@@ -204,11 +204,9 @@ static int read_string(scan *s, PyObject **value) {
 /* The response body: kept as checked UTF-8 until the whole envelope is read, when its usage
  * may be read without making it a str. */
 static int read_body(scan *s) {
-    s->body_start = s->p - s->line;
     if (read_text(s, s->body_scratch, &s->body, &s->body_length) != OK ||
         !utf8_text(s->body, s->body_length, &s->body_chars))
         return UNSURE;
-    s->body_end = s->p - s->line;
     return OK;
 }
 
@@ -330,26 +328,64 @@ static int event_stream(PyObject *content_type) {
     return length >= 17 && memcmp(text, "text/event-stream", 17) == 0;
 }
 
-/* The body's reported usage with where the body lies in the line, when the body settles it;
- * else the body as str, for the Python path to read. */
+static int ends_with(const char *text, size_t length, const char *suffix) {
+    size_t n = strlen(suffix);
+    return length >= n && memcmp(text + length - n, suffix, n) == 0;
+}
+
+/* Whether usage.operation_of(path, operation_id) is "image_generations": 1 or 0, or -1 for
+ * text that is not ASCII (str.lower() may turn such characters into ASCII letters). */
+static int image_operation(PyObject *path, PyObject *operation_id) {
+    char route[512], hint[512];
+    size_t length = 0, hint_length = 0;
+    Py_ssize_t size;
+    const char *text;
+    if (path != Py_None) {
+        if (!(text = PyUnicode_AsUTF8AndSize(path, &size))) return -2;
+        if (!PyUnicode_IS_ASCII(path) || size >= (Py_ssize_t)sizeof route) return -1;
+        while (length < (size_t)size && text[length] != '?') {
+            route[length] = (char)tolower((unsigned char)text[length]);
+            length++;
+        }
+        while (length && route[length - 1] == '/') length--;
+    }
+    static const char *const others[] = {"/chat/completions", "/completions", "/embeddings",
+                                         "/responses"};
+    for (size_t i = 0; i < sizeof others / sizeof *others; i++)
+        if (ends_with(route, length, others[i])) return 0;
+    if (ends_with(route, length, "/images/generations")) return 1;
+    if (operation_id != Py_None) {
+        if (!(text = PyUnicode_AsUTF8AndSize(operation_id, &size))) return -2;
+        if (!PyUnicode_IS_ASCII(operation_id) || size >= (Py_ssize_t)sizeof hint) return -1;
+        for (Py_ssize_t i = 0; i < size; i++)
+            if (text[i] != '_') hint[hint_length++] = (char)tolower((unsigned char)text[i]);
+    }
+    hint[hint_length] = '\0';
+    if (strstr(hint, "chatcompletion") || strstr(hint, "embedding") || strstr(hint, "response"))
+        return 0;
+    return strstr(hint, "image") != NULL;
+}
+
+/* The body's reported usage and UTF-8 length, when the body settles it; else the body as str,
+ * for the Python path to read. */
 static int settle_body(scan *s) {
     if (!s->body) return OK;
     int stream = event_stream(s->out[S_RESPONSE_CONTENT_TYPE]);
-    if (stream < 0) return FAILED;
+    int images = image_operation(s->out[S_REQUEST_PATH], s->out[S_OPERATION_ID]);
+    if (stream < 0 || images < -1) return FAILED;
     reported_usage r;
     if (body_reported_usage(s->body, s->body_length, s->body_chars,
-                            s->out[S_STREAMED] == Py_True || stream, &r)) {
+                            s->out[S_STREAMED] == Py_True || stream, images, &r)) {
         PyObject *model = r.model ? PyUnicode_DecodeUTF8((const char *)r.model,
                                                           (Py_ssize_t)r.model_length, NULL)
                                   : Py_NewRef(Py_None);
         if (!model) return FAILED;
-        PyObject *usage = Py_BuildValue("(LLLLLiNs)", r.prompt, r.cached, r.completion,
-                                        r.reasoning, r.total, 0, model, "reported");
-        PyObject *at = Py_BuildValue("(nnn)", s->body_start, s->body_end,
-                                     (Py_ssize_t)s->body_length);
+        PyObject *usage = Py_BuildValue("(LLLLLLNs)", r.prompt, r.cached, r.completion,
+                                        r.reasoning, r.total, r.images, model, "reported");
+        PyObject *length = PyLong_FromSize_t(s->body_length);
         Py_XSETREF(s->out[S_REPORTED], usage);
-        Py_XSETREF(s->out[S_RESPONSE_BODY_AT], at);
-        return usage && at ? OK : FAILED;
+        Py_XSETREF(s->out[S_RESPONSE_BODY_LENGTH], length);
+        return usage && length ? OK : FAILED;
     }
     PyObject *body =
         PyUnicode_DecodeUTF8((const char *)s->body, (Py_ssize_t)s->body_length, NULL);
@@ -362,7 +398,7 @@ static PyObject *scan_envelope(PyObject *Py_UNUSED(module), PyObject *raw) {
     Py_buffer line;
     if (PyObject_GetBuffer(raw, &line, PyBUF_SIMPLE) < 0) return NULL;
     const unsigned char *start = line.buf;
-    scan s = {.line = start, .p = start, .end = start + line.len};
+    scan s = {.p = start, .end = start + line.len};
     PyObject *fields = NULL;
     int result = FAILED;
     /* Two scratches, each as long as the line: unescaping never lengthens a string. */

@@ -80,7 +80,7 @@ static inline int hex4(const unsigned char *p, unsigned *value) {
 }
 
 typedef struct {
-    long long prompt, cached, completion, reasoning, total;
+    long long prompt, cached, completion, reasoning, total, images;
     const unsigned char *model; /* NULL: no model named */
     size_t model_length;
 } reported_usage;
@@ -88,10 +88,11 @@ typedef struct {
 /* Whether p[0:n] is UTF-8 as CPython's strict decoder takes it; counts its characters. */
 int utf8_text(const unsigned char *p, size_t n, size_t *chars);
 
-/* 1 when `usage.usage_from_body(body, streamed)` is surely the model's usage set in r; 0 when
- * only the Python path can tell (images, no usage, CRLF streams, anything unusual).
- * body[0:n] is UTF-8 text of `chars` characters. */
+/* 1 when `usage.usage_from_body(body, streamed, counts_images)` is surely the model's usage
+ * set in r; 0 when only the Python path can tell (no usage, CRLF streams, anything unusual).
+ * body[0:n] is UTF-8 text of `chars` characters; `images` is 1 for an image operation, 0 for
+ * another, -1 when not sure which. */
 int body_reported_usage(const unsigned char *body, size_t n, size_t chars, int streamed,
-                        reported_usage *r);
+                        int images, reported_usage *r);
 
 #endif

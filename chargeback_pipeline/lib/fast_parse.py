@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import msgspec
-import orjson
 
 from chargeback_pipeline.lib.envelopes import (
     SUPPORTED_MAJOR,
@@ -131,8 +130,8 @@ subscription_id, subscription_name, product_id, user_id, app_id, tags, backend_i
 api_version, has_request, request_path, request_body, request_body_bytes, has_response, status,
 response_content_type, response_body, response_body_bytes, streamed, the gateway's prompt,
 completion and total tokens, then what only the compiled scanner fills: `reported`, the Usage
-fields a non-streamed body settles (its response_body is then None), and `body_at`, where that
-body's JSON string lies in the envelope and its UTF-8 length. The order `_envelope_scan.c` fills."""
+fields the body settles (response_body is then None), and that body's UTF-8 length. The order
+`_envelope_scan.c` fills."""
 
 _DECODER = msgspec.json.Decoder(_Envelope)
 _NO_GATEWAY, _NO_API, _NO_NAMED = _Gateway(), _Api(), _Named()
@@ -203,7 +202,7 @@ def fast_row(
     when only the reference can tell."""
     try:
         fields = scan_envelope(raw)
-        return None if fields is None else _row(fields, raw, source, source_line, pseudonym_key)
+        return None if fields is None else _row(fields, source, source_line, pseudonym_key)
     except (ValueError, RecursionError):
         # msgspec's DecodeError, UnicodeDecodeError, orjson's, EnvelopeError and
         # UsageTypeError are all ValueErrors: the reference path finds and words the fault.
@@ -211,11 +210,7 @@ def fast_row(
 
 
 def _row(
-    fields: EnvelopeFields,
-    raw: bytes | memoryview,
-    source: str,
-    source_line: int,
-    pseudonym_key: bytes,
+    fields: EnvelopeFields, source: str, source_line: int, pseudonym_key: bytes
 ) -> tuple[Any, ...] | None:
     (
         schema_version,
@@ -248,7 +243,7 @@ def _row(
         completion,
         total,
         reported,
-        body_at,
+        body_length,
     ) = fields
     if not (schema_version and request_id and has_request and has_response):
         return None
@@ -258,12 +253,10 @@ def _row(
         return None
     streamed = bool(streamed) or (response_content_type or "").startswith("text/event-stream")
     operation = operation_of(request_path, operation_id)
-    if reported is not None and operation != "image_generations":
+    if reported is not None:
         usage = Usage(*reported)
-        response_bytes = body_at[2] if response_body_bytes is None else response_body_bytes
+        response_bytes = body_length if response_body_bytes is None else response_body_bytes
     else:
-        if body_at is not None:  # settled by the scanner, but images are counted from the text
-            response_body = orjson.loads(raw[body_at[0] : body_at[1]])
         counts = None
         if prompt is not None or completion is not None or total is not None:
             counts = {"prompt": prompt, "completion": completion, "total": total}
