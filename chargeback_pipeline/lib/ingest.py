@@ -26,7 +26,7 @@ from chargeback_pipeline.lib.parse import (
     parse_hour,
     parse_slices,
 )
-from chargeback_pipeline.lib.spill import BucketSpill, FrameParts, group_parts
+from chargeback_pipeline.lib.spill import BucketSpill, FrameParts, collect_parts, group_parts
 from chargeback_pipeline.lib.tables import USAGE_EVENTS, conform
 from chargeback_pipeline.lib.validation import (
     failed_rows,
@@ -268,7 +268,7 @@ def _finish_group(
     group: list[FrameParts], hour: str, deployments: pl.DataFrame, tally: HourTally
 ) -> tuple[BucketIngest, FrameTally]:
     """Read a group of buckets, finish it and measure its usage rows (in a finishing thread)."""
-    parsed = pl.concat([bucket.collect() for bucket in group], rechunk=True)
+    parsed = collect_parts(group)
     finished = finish_bucket(parsed, hour, deployments)
     return finished, tally.measure(finished.usage_events)
 

@@ -11,7 +11,7 @@ import polars as pl
 from chargeback_pipeline.lib.hour_summary import token_totals
 from chargeback_pipeline.lib.ingest import ingest_hour, ingest_slices
 from chargeback_pipeline.lib.reference import load_reference
-from chargeback_pipeline.lib.spill import BucketSpill, FrameParts, group_parts
+from chargeback_pipeline.lib.spill import BucketSpill, FrameParts, collect_parts, group_parts
 from chargeback_pipeline.settings import PROJECT_ROOT
 from chargeback_pipeline.store import LocalEnvelopeStore, read_hour, read_store_slice
 from chargeback_pipeline.store.base import hour_slices
@@ -44,6 +44,27 @@ def test_frame_parts_read_back_what_was_kept_and_skip_empty_frames(tmp_path):
     assert parts.rows == 3 and len(list((tmp_path / "parts").iterdir())) == 2
     assert parts.collect()["n"].to_list() == [1, 2, 3]
     assert FrameParts(SCHEMA).collect().schema == pl.Schema(SCHEMA)
+
+
+def test_parts_on_disk_and_in_memory_are_collected_in_order(tmp_path):
+    kept = [
+        FrameParts(SCHEMA, tmp_path / "a"),
+        FrameParts(SCHEMA),
+        FrameParts(SCHEMA, tmp_path / "b"),
+    ]
+    for index, part in enumerate(kept):
+        for start in (0, 10):
+            part.append(
+                pl.DataFrame({"request_id": [f"r{index}"] * 3, "n": range(start, start + 3)})
+            )
+    collected = collect_parts(kept)
+    in_memory = collected.filter(pl.col("request_id") == "r1")
+    on_disk = collected.filter(pl.col("request_id") != "r1")
+    assert collected.height == 18 and collected.schema == pl.Schema(SCHEMA)
+    assert in_memory["n"].to_list() == [0, 1, 2, 10, 11, 12]
+    assert on_disk["request_id"].to_list() == ["r0"] * 6 + ["r2"] * 6
+    assert on_disk["n"].to_list() == [0, 1, 2, 10, 11, 12] * 2
+    assert collect_parts([FrameParts(SCHEMA, tmp_path / "c")]).is_empty()
 
 
 def test_an_hour_finished_in_many_buckets_on_disk_equals_one_pass_in_memory(tmp_path, example):
