@@ -428,10 +428,70 @@ done:
     return fields;
 }
 
+/* Whether bytes.strip() leaves nothing of p[0:n]. */
+static int blank(const char *p, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (p[i] != ' ' && (p[i] < '\t' || p[i] > '\r')) return 0;
+    return 1;
+}
+
+/* store.base._line_views: the non-blank lines of data[start:stop] as `kind` (a NamedTuple of
+ * the object's name, the 1-based line number and a memoryview of the line), and the newlines
+ * passed. */
+static PyObject *line_views(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "line_views(name, data, start, stop, kind)");
+        return NULL;
+    }
+    PyObject *name = args[0], *data = args[1], *kind = args[4];
+    Py_ssize_t start = PyLong_AsSsize_t(args[2]), stop = PyLong_AsSsize_t(args[3]);
+    if ((start == -1 || stop == -1) && PyErr_Occurred()) return NULL;
+    if (!PyBytes_Check(data) || !PyType_Check(kind) ||
+        !PyType_IsSubtype((PyTypeObject *)kind, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "line_views takes bytes and a NamedTuple type");
+        return NULL;
+    }
+    if (start < 0 || stop > PyBytes_GET_SIZE(data) || start > stop) {
+        PyErr_SetString(PyExc_ValueError, "line_views: start and stop must lie within data");
+        return NULL;
+    }
+    const char *text = PyBytes_AS_STRING(data);
+    PyObject *view = PyMemoryView_FromObject(data), *found = PyList_New(0), *result = NULL;
+    Py_ssize_t number = 0, newlines = 0;
+    if (!view || !found) goto done;
+    while (start < stop) {
+        const char *newline = memchr(text + start, '\n', (size_t)(stop - start));
+        Py_ssize_t end = newline ? newline - text : stop;
+        newlines += newline != NULL;
+        number++;
+        if (end > start && !blank(text + start, end - start)) {
+            /* What tuple.__new__ does for a NamedTuple: the subtype allocated, items set. */
+            PyObject *item = ((PyTypeObject *)kind)->tp_alloc((PyTypeObject *)kind, 3);
+            if (!item) goto done;
+            PyTuple_SET_ITEM(item, 0, Py_NewRef(name));
+            PyTuple_SET_ITEM(item, 1, PyLong_FromSsize_t(number));
+            PyTuple_SET_ITEM(item, 2, PySequence_GetSlice(view, start, end));
+            int failed = !PyTuple_GET_ITEM(item, 1) || !PyTuple_GET_ITEM(item, 2) ||
+                         PyList_Append(found, item) < 0;
+            Py_DECREF(item);
+            if (failed) goto done;
+        }
+        start = end + 1;
+    }
+    result = Py_BuildValue("(On)", found, newlines);
+done:
+    Py_XDECREF(view);
+    Py_XDECREF(found);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"scan_envelope", scan_envelope, METH_O,
      "scan_envelope(raw) -> tuple | None\n--\n\n"
      "One envelope's fields (fast_parse.EnvelopeFields), or None when another path must read it."},
+    {"line_views", (PyCFunction)(void (*)(void))line_views, METH_FASTCALL,
+     "line_views(name, data, start, stop, kind) -> (list, int)\n--\n\n"
+     "store.base._line_views: the non-blank lines of data[start:stop] and the newlines passed."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {

@@ -14,6 +14,11 @@ from typing import NamedTuple, Protocol
 
 from chargeback_pipeline.lib.bounded import bounded_map
 
+try:
+    from chargeback_pipeline.lib._envelope_scan import line_views as compiled_line_views
+except ImportError:  # built without a C compiler
+    compiled_line_views = None  # type: ignore[assignment]
+
 RAW_PREFIX = "raw"
 APPEND_LIMIT_BYTES = 4 * 1024 * 1024
 """Larger envelopes (and any holding a newline) are stored as objects of their own, not lines."""
@@ -192,6 +197,16 @@ def _line_views(name: str, data: bytes, start: int, stop: int) -> tuple[list[Sto
     """The non-blank lines of data[start:stop], numbered from 1, as views (no line is copied),
     and the newlines passed: only an object's last slice can end without one, so they count
     the lines that later slices of the object follow."""
+    if compiled_line_views is not None and isinstance(data, bytes):
+        # The same loop in C: ~1.5 µs less per line, a tenth of what reading a slice costs.
+        return compiled_line_views(name, data, start, stop, StoredEnvelope)
+    return python_line_views(name, data, start, stop)
+
+
+def python_line_views(
+    name: str, data: bytes, start: int, stop: int
+) -> tuple[list[StoredEnvelope], int]:
+    """`_line_views` where the compiled scanner is not built."""
     view, number, newlines = memoryview(data), 0, 0
     found: list[StoredEnvelope] = []
     while start < stop:

@@ -105,3 +105,35 @@ def test_slices_of_an_append_blob_on_azurite(blob_store_env):
         store.write_envelope(raw, IN_HOUR, f"r{n}")
     assert sliced(store, 500) == whole(store)
     assert len(whole(store)) == 30
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"a":1}\n{"b":2}\n',
+        b'{"a":1}\n\n  \n\t\r\n{"b":2}',
+        b"\n\n\n",
+        b"",
+        b"x",
+        b" x \n\x0b\x0c\n\x00\n \x1f\n\xa0\n\x85\n",
+        b"\r\n" * 3 + b"y\r\n",
+    ],
+)
+def test_compiled_line_views_are_the_python_ones(data):
+    assert base.compiled_line_views is not None
+    for start in range(len(data) + 1):
+        for stop in range(start, len(data) + 1):
+            found, newlines = base.compiled_line_views("o", data, start, stop, base.StoredEnvelope)
+            expected, expected_newlines = base.python_line_views("o", data, start, stop)
+            assert [(e.source, e.line, bytes(e.raw)) for e in found] == [
+                (e.source, e.line, bytes(e.raw)) for e in expected
+            ]
+            assert newlines == expected_newlines
+            assert all(type(e) is base.StoredEnvelope for e in found)
+
+
+def test_compiled_line_views_refuse_bounds_outside_the_data():
+    with pytest.raises(ValueError):
+        base.compiled_line_views("o", b"ab", 0, 3, base.StoredEnvelope)
+    with pytest.raises(TypeError):
+        base.compiled_line_views("o", b"ab", 0, 2, dict)
