@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import polars as pl
@@ -85,6 +86,11 @@ class BucketSpill:
         self._pending_rows = 0
         # More buckets need a bigger buffer, or each write leaves a tiny file per bucket.
         self._limit = max(pending_rows, FILE_ROWS * len(self._parts))
+        # Buffers are split and written in a thread (Polars releases the GIL), so the caller
+        # goes on taking slices from the parse workers meanwhile instead of leaving them idle;
+        # one write at a time keeps memory to two buffers.
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="bucket-spill")
+        self._writing: Future[None] | None = None
 
     def add(self, frame: pl.DataFrame) -> None:
         """Buffer rows; write them to their buckets once the buffer is full."""
@@ -96,6 +102,7 @@ class BucketSpill:
     def bucket_parts(self) -> list[FrameParts]:
         """Every bucket's parts, once all buffered rows are written (read them in any thread)."""
         self._flush()
+        self._wait()
         return list(self._parts)
 
     def _flush(self) -> None:
@@ -103,6 +110,16 @@ class BucketSpill:
             return
         rows = pl.concat(self._pending, rechunk=False)
         self._pending, self._pending_rows = [], 0
+        self._wait()
+        self._writing = self._writer.submit(self._write, rows)
+
+    def _wait(self) -> None:
+        """Let the write in flight end; a failed write raises here."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            writing.result()
+
+    def _write(self, rows: pl.DataFrame) -> None:
         if len(self._parts) == 1:
             self._parts[0].append(rows)
             return

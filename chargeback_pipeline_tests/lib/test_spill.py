@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime
 from functools import partial
 
 import orjson
 import polars as pl
+import pytest
 
 from chargeback_pipeline.lib.hour_summary import token_totals
 from chargeback_pipeline.lib.ingest import ingest_hour, ingest_slices
@@ -35,6 +37,16 @@ def test_every_row_of_a_key_lands_in_one_bucket_on_disk_as_in_memory(tmp_path):
     assert len(list(tmp_path.rglob("*.arrow"))) == 7 * 10  # a write per 5 k rows (> 7 x 500)
     for disk, memory in zip(buckets, (p.collect() for p in in_memory.bucket_parts()), strict=True):
         assert disk.sort("n").equals(memory.sort("n"))
+
+
+def test_a_failed_bucket_write_is_raised_to_the_caller(tmp_path):
+    """Buckets are written in a thread: a write that fails there still fails the hour."""
+    spill = BucketSpill("request_id", 3, SCHEMA, tmp_path / "spill", pending_rows=10)
+    shutil.rmtree(tmp_path / "spill")
+    (tmp_path / "spill").write_text("a file where the bucket folders were")
+    spill.add(pl.DataFrame({"request_id": [f"r{n}" for n in range(1_500)], "n": range(1_500)}))
+    with pytest.raises(OSError):
+        spill.bucket_parts()
 
 
 def test_frame_parts_read_back_what_was_kept_and_skip_empty_frames(tmp_path):
