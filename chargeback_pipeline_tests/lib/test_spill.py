@@ -44,8 +44,8 @@ def test_a_failed_bucket_write_is_raised_to_the_caller(tmp_path):
     spill = BucketSpill("request_id", 3, SCHEMA, tmp_path / "spill", pending_rows=10)
     shutil.rmtree(tmp_path / "spill")
     (tmp_path / "spill").write_text("a file where the bucket folders were")
-    spill.add(pl.DataFrame({"request_id": [f"r{n}" for n in range(1_500)], "n": range(1_500)}))
     with pytest.raises(OSError):
+        spill.add(pl.DataFrame({"request_id": [f"r{n}" for n in range(1_500)], "n": range(1_500)}))
         spill.bucket_parts()
 
 
