@@ -8,7 +8,6 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <ctype.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -328,6 +327,8 @@ static int event_stream(PyObject *content_type) {
     return length >= 17 && memcmp(text, "text/event-stream", 17) == 0;
 }
 
+static char ascii_lower(char c) { return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c; }
+
 static int ends_with(const char *text, size_t length, const char *suffix) {
     size_t n = strlen(suffix);
     return length >= n && memcmp(text + length - n, suffix, n) == 0;
@@ -344,7 +345,7 @@ static int image_operation(PyObject *path, PyObject *operation_id) {
         if (!(text = PyUnicode_AsUTF8AndSize(path, &size))) return -2;
         if (!PyUnicode_IS_ASCII(path) || size >= (Py_ssize_t)sizeof route) return -1;
         while (length < (size_t)size && text[length] != '?') {
-            route[length] = (char)tolower((unsigned char)text[length]);
+            route[length] = ascii_lower(text[length]);
             length++;
         }
         while (length && route[length - 1] == '/') length--;
@@ -358,7 +359,7 @@ static int image_operation(PyObject *path, PyObject *operation_id) {
         if (!(text = PyUnicode_AsUTF8AndSize(operation_id, &size))) return -2;
         if (!PyUnicode_IS_ASCII(operation_id) || size >= (Py_ssize_t)sizeof hint) return -1;
         for (Py_ssize_t i = 0; i < size; i++)
-            if (text[i] != '_') hint[hint_length++] = (char)tolower((unsigned char)text[i]);
+            if (text[i] != '_') hint[hint_length++] = ascii_lower(text[i]);
     }
     hint[hint_length] = '\0';
     if (strstr(hint, "chatcompletion") || strstr(hint, "embedding") || strstr(hint, "response"))

@@ -705,6 +705,53 @@ def test_image_bodies_by_route(body, route):
     same([with_literal(envelope, literal_of(body))])
 
 
+@pytest.mark.parametrize(
+    "piece",
+    [
+        b"\xc0\x80",
+        b"\xc1\xbf",
+        b"\xe0\x80\x80",
+        b"\xe0\x9f\xbf",
+        b"\xed\xa0\x80",
+        b"\xed\xbf\xbf",
+        b"\xf0\x80\x80\x80",
+        b"\xf0\x8f\xbf\xbf",
+        b"\xf4\x90\x80\x80",
+        b"\xf5\x80\x80\x80",
+        b"\xff",
+        b"\x80",
+        b"\xc3",
+        b"\xe2\x82",
+        b"\xf0\x9f\x98",
+        b"\xc3\xa9",
+        b"\xe2\x82\xac",
+        b"\xf0\x9f\x98\x80",
+        b"\xef\xbf\xbf",
+        b"\xf4\x8f\xbf\xbf",
+    ],
+)
+@pytest.mark.parametrize("inside", ["model", "note"])
+def test_utf8_at_the_edges_inside_a_settled_body(piece, inside):
+    """The compiled scanner checks UTF-8 of a body it never turns into str: as strictly as
+    CPython, or the envelope goes to the paths that do."""
+    literal = literal_of(SMALL_BODIES[0])
+    if inside == "model":
+        literal = literal.replace(b"gpt-4o", b"gpt" + piece + b"-4o")
+    else:
+        literal = literal.replace(b'{\\"model', b'{\\"note\\":\\"x' + piece + b'\\",\\"model')
+    assert piece in literal
+    raw = with_literal(example("chat_completion"), literal)
+    same([raw])
+    valid = piece in (
+        b"\xc3\xa9",
+        b"\xe2\x82\xac",
+        b"\xf0\x9f\x98\x80",
+        b"\xef\xbf\xbf",
+        b"\xf4\x8f\xbf\xbf",
+    )
+    assert (COMPILED(raw) is not None and COMPILED(raw)[-2] is not None) == valid
+
+
 def large(body: str) -> str:
     """The body with a long text before it, past TAIL_READ_FROM: its usage is read from the tail."""
     return '{"pad":"' + "p" * TAIL_READ_FROM + '",' + body.lstrip()[1:]
