@@ -446,7 +446,8 @@ static int sse_usage(const unsigned char *body, size_t n, reported_usage *r) {
                 if (payload < line_end && *payload >= 0x80) return 0;
                 length = (size_t)(line_end - payload);
             }
-            line = line_end + 1;
+            if (!newline) break;
+            line = newline + 1;
         }
         if (!lines || (length == 6 && memcmp(payload, "[DONE]", 6) == 0)) continue;
         if (!length || *payload != '{') continue; /* no object: no usage, no model */

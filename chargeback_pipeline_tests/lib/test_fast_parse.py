@@ -783,10 +783,9 @@ def test_large_bodies_read_from_the_tail(tail):
     same([with_literal(EMBEDDINGS, literal_of(body))])
 
 
-def test_most_bodies_are_settled_by_the_compiled_scanner(scanner):
-    """Chat, Responses and embeddings bodies never become str: their usage is read in C."""
-    if scanner != "compiled":
-        pytest.skip("the compiled scanner's own reading")
+def test_most_bodies_are_settled_by_the_compiled_scanner():
+    """Chat, Responses, embeddings and stream bodies never become str: their usage is read in C
+    (`COMPILED`, whichever scanner `fast_row` is given for the rest of the test)."""
     settled = [
         with_literal(example("chat_completion"), literal_of(SMALL_BODIES[0])),
         orjson.dumps(example("chat_completion")),
