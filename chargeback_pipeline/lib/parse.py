@@ -1,6 +1,7 @@
 """Parse stored envelopes into content-free rows, slice by slice on every core for large hours.
 
-Kept free of pandera and Dagster so worker processes start quickly.
+Workers run `parsed_rows` (no Polars, pandera or Dagster, so they start quickly) and send back
+columns; the frames are made here.
 """
 
 from __future__ import annotations
@@ -8,12 +9,20 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import TypeVar
 
 import polars as pl
 
-from chargeback_pipeline.lib.envelopes import EnvelopeError, decode_envelope, envelope_row
-from chargeback_pipeline.lib.fast_parse import ROW_COLUMNS, fast_row
+from chargeback_pipeline.lib.fast_parse import ROW_COLUMNS
+from chargeback_pipeline.lib.parsed_rows import (
+    REJECT_COLUMNS,
+    Columns,
+    S,
+    Stored,
+    columns_of,
+    parse_rows,
+    slice_columns,
+)
 from chargeback_pipeline.lib.tables import QUARANTINED_ENVELOPES, USAGE_EVENTS
 from chargeback_pipeline.lib.workers import WorkerPool
 
@@ -31,30 +40,6 @@ R = TypeVar("R")
 ParsedBatch = tuple[pl.DataFrame, pl.DataFrame]
 
 
-class Stored(Protocol):
-    """One stored envelope: its object, 1-based line and raw bytes (store.base.StoredEnvelope)."""
-
-    source: str
-    line: int
-    raw: bytes | memoryview
-
-
-class Slice(Protocol):
-    """Bytes [start, end) of one stored object (store.base.HourSlice)."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def start(self) -> int: ...
-
-    @property
-    def end(self) -> int: ...
-
-
-S = TypeVar("S", bound=Slice)
-
-
 def parse_envelopes(stored: Iterable[Stored], pseudonym_key: bytes) -> ParsedBatch:
     """Parse each envelope into a content-free row, or a quarantine candidate with its reason.
 
@@ -69,44 +54,25 @@ def parse_envelopes_reference(stored: Iterable[Stored], pseudonym_key: bytes) ->
 
 
 def _parse(stored: Iterable[Stored], pseudonym_key: bytes, fast: bool) -> ParsedBatch:
-    rows: list[tuple[Any, ...]] = []
-    rejects: list[dict[str, Any]] = []
-    for item in stored:
-        row = fast_row(item.raw, item.source, item.line, pseudonym_key) if fast else None
-        if row is not None:
-            rows.append(row)
-            continue
-        request_id = None
-        try:
-            envelope = decode_envelope(item.raw)
-            request_id = envelope.get("request_id")
-            named = envelope_row(envelope, item.source, item.line, pseudonym_key)
-            rows.append(tuple(named[column] for column in ROW_COLUMNS))
-        except EnvelopeError as error:
-            rejects.append(
-                {
-                    "source": item.source,
-                    "source_line": item.line,
-                    "request_id": request_id if isinstance(request_id, str) else None,
-                    "reason": str(error),
-                }
-            )
-    return _frame(rows), pl.DataFrame(rejects, schema=REJECTED)
+    rows, rejects = parse_rows(stored, pseudonym_key, fast)
+    return _frames(columns_of(rows), columns_of(rejects))
 
 
-def _frame(rows: list[tuple[Any, ...]]) -> pl.DataFrame:
-    """Rows in ROW_COLUMNS order as a frame of PARSED_ENVELOPES, built column by column (the
-    transpose is one C call; Polars takes typed columns faster than dicts)."""
-    columns = list(zip(*rows, strict=True)) if rows else [()] * len(ROW_COLUMNS)
+def _frames(rows: Columns, rejects: Columns) -> ParsedBatch:
+    """Parsed rows and quarantine candidates, given column by column, as frames of
+    PARSED_ENVELOPES and REJECTED (Polars takes typed columns faster than rows)."""
+    parsed = _frame(rows, ROW_COLUMNS, _ROWS)
+    timestamps = pl.col("timestamp").cast(PARSED_ENVELOPES["timestamp"])
+    return parsed.with_columns(timestamps), _frame(rejects, REJECT_COLUMNS, REJECTED)
+
+
+def _frame(columns: Columns, names: Sequence[str], schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    values = columns or [()] * len(names)
     series = [
-        pl.Series(name, values, dtype=_ROWS[name])
-        for name, values in zip(ROW_COLUMNS, columns, strict=True)
+        pl.Series(name, column, dtype=schema[name])
+        for name, column in zip(names, values, strict=True)
     ]
-    return (
-        pl.DataFrame(series)
-        .select(list(_ROWS))
-        .with_columns(pl.col("timestamp").cast(PARSED_ENVELOPES["timestamp"]))
-    )
+    return pl.DataFrame(series).select(list(schema))
 
 
 def parse_hour(stored: Iterable[Stored], pseudonym_key: bytes) -> ParsedBatch:
@@ -126,20 +92,13 @@ def parse_slices(
     `read(slice)` returns the slice's envelopes with lines numbered within the slice and its
     line count; line numbers are shifted here to count from the start of their object.
     """
-    parse = partial(_parse_slice, read, pseudonym_key=pseudonym_key)
+    parse = partial(slice_columns, read, pseudonym_key=pseudonym_key)
     shifts: dict[str, int] = {}
     for part, (rows, rejects, lines) in zip(slices, _in_order(parse, slices, workers), strict=True):
         shift = shifts.get(part.name, 0)
         shifts[part.name] = shift + lines
-        yield _shift_lines(rows, shift), _shift_lines(rejects, shift)
-
-
-def _parse_slice(
-    read: Callable[[S], tuple[Sequence[Stored], int]], part: S, pseudonym_key: bytes
-) -> tuple[pl.DataFrame, pl.DataFrame, int]:
-    stored, lines = read(part)
-    rows, rejects = parse_envelopes(stored, pseudonym_key)
-    return rows, rejects, lines
+        parsed, rejected = _frames(rows, rejects)
+        yield _shift_lines(parsed, shift), _shift_lines(rejected, shift)
 
 
 def _shift_lines(frame: pl.DataFrame, shift: int) -> pl.DataFrame:
