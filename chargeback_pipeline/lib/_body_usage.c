@@ -51,30 +51,6 @@ int utf8_text(const unsigned char *p, size_t n, size_t *chars) {
 
 /* ------------------------------------------------------------------ JSON, strictly validated */
 
-typedef struct {
-    const unsigned char *p, *end;
-} cursor;
-
-static void space(cursor *c) {
-    while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r'))
-        c->p++;
-}
-
-static int next_is(cursor *c, unsigned char want) {
-    space(c);
-    if (c->p < c->end && *c->p == want) {
-        c->p++;
-        return 1;
-    }
-    return 0;
-}
-
-static int word(cursor *c, const char *text, size_t n) {
-    if ((size_t)(c->end - c->p) < n || memcmp(c->p, text, n) != 0) return 0;
-    c->p += n;
-    return 1;
-}
-
 static int named(const unsigned char *key, size_t length, const char *name) {
     return strlen(name) == length && memcmp(key, name, length) == 0;
 }
@@ -88,24 +64,10 @@ static int string(cursor *c, const unsigned char **text, size_t *length, int *es
         c->p = next_special(c->p, c->end);
         if (c->p >= c->end || *c->p < 0x20) return 0;
         if (*c->p == '"') break;
+        unsigned code;
         *escaped = 1;
-        if (c->end - ++c->p < 1) return 0;
-        unsigned char e = *c->p++;
-        if (e == 'u') {
-            unsigned code, low;
-            if (c->end - c->p < 4 || !hex4(c->p, &code)) return 0;
-            c->p += 4;
-            if (code >= 0xDC00 && code <= 0xDFFF) return 0;
-            if (code >= 0xD800 && code <= 0xDBFF) {
-                if (c->end - c->p < 6 || c->p[0] != '\\' || c->p[1] != 'u' ||
-                    !hex4(c->p + 2, &low) || low < 0xDC00 || low > 0xDFFF)
-                    return 0;
-                c->p += 6;
-            }
-        } else if (!(e == '"' || e == '\\' || e == '/' || e == 'b' || e == 'f' || e == 'n' ||
-                     e == 'r' || e == 't')) {
-            return 0;
-        }
+        c->p++; /* the backslash */
+        if (!read_escape(c, &code)) return 0;
     }
     *text = start;
     *length = (size_t)(c->p - start);

@@ -81,35 +81,13 @@ static const field ENVELOPE[] = {
 enum outcome { OK = 0, UNSURE = -1, FAILED = -2 };
 
 typedef struct {
-    const unsigned char *p, *end;
+    cursor at;
     unsigned char *text; /* scratch for unescaped strings, at least as long as the line */
     unsigned char *body_scratch; /* the response body's own, as long */
     const unsigned char *body;   /* the response body's UTF-8 text, once read */
     size_t body_length, body_chars;
     PyObject *out[S_COUNT];
 } scan;
-
-static void skip_space(scan *s) {
-    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\r' || *s->p == '\n'))
-        s->p++;
-}
-
-static int take(scan *s, char c) {
-    skip_space(s);
-    if (s->p < s->end && *s->p == c) {
-        s->p++;
-        return 1;
-    }
-    return 0;
-}
-
-static int literal(scan *s, const char *word, size_t n) {
-    if ((size_t)(s->end - s->p) >= n && memcmp(s->p, word, n) == 0) {
-        s->p += n;
-        return 1;
-    }
-    return 0;
-}
 
 static unsigned char *put_utf8(unsigned char *o, unsigned code) {
     if (code < 0x80) {
@@ -130,65 +108,44 @@ static unsigned char *put_utf8(unsigned char *o, unsigned code) {
     return o;
 }
 
-/* One \-escape at s->p (after the backslash) into o; NULL when it is not one JSON allows. */
+/* One escape at s->at.p (after its backslash) written into o as UTF-8; NULL when JSON does not
+ * allow it. */
 static unsigned char *unescape(scan *s, unsigned char *o) {
-    if (s->p >= s->end) return NULL;
-    unsigned char c = *s->p++;
-    switch (c) {
-    case '"': case '\\': case '/': *o++ = c; return o;
-    case 'b': *o++ = '\b'; return o;
-    case 'f': *o++ = '\f'; return o;
-    case 'n': *o++ = '\n'; return o;
-    case 'r': *o++ = '\r'; return o;
-    case 't': *o++ = '\t'; return o;
-    case 'u': break;
-    default: return NULL;
-    }
-    unsigned code, low;
-    if (s->end - s->p < 4 || !hex4(s->p, &code)) return NULL;
-    s->p += 4;
-    if (code >= 0xDC00 && code <= 0xDFFF) return NULL; /* a lone low surrogate */
-    if (code >= 0xD800 && code <= 0xDBFF) {
-        if (s->end - s->p < 6 || s->p[0] != '\\' || s->p[1] != 'u' || !hex4(s->p + 2, &low) ||
-            low < 0xDC00 || low > 0xDFFF)
-            return NULL; /* a high surrogate without its low half */
-        s->p += 6;
-        code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00);
-    }
-    return put_utf8(o, code);
+    unsigned code;
+    return read_escape(&s->at, &code) ? put_utf8(o, code) : NULL;
 }
 
-/* A JSON string at s->p, unescaped: where it lies when it has no escapes, else rebuilt in
+/* A JSON string at s->at.p, unescaped: where it lies when it has no escapes, else rebuilt in
  * `scratch` (as long as the line). Its bytes are not yet checked to be UTF-8. */
 static int read_text(scan *s, unsigned char *scratch, const unsigned char **text, size_t *length) {
-    if (s->p >= s->end || *s->p != '"') return UNSURE;
-    const unsigned char *run = ++s->p; /* plain bytes not yet copied start here */
+    if (s->at.p >= s->at.end || *s->at.p != '"') return UNSURE;
+    const unsigned char *run = ++s->at.p; /* plain bytes not yet copied start here */
     unsigned char *o = NULL;           /* the scratch's end, once an escape was met */
     for (;;) {
-        s->p = next_special(s->p, s->end);
-        if (s->p >= s->end || *s->p < 0x20) return UNSURE;
-        if (*s->p == '"' && !o) {
+        s->at.p = next_special(s->at.p, s->at.end);
+        if (s->at.p >= s->at.end || *s->at.p < 0x20) return UNSURE;
+        if (*s->at.p == '"' && !o) {
             *text = run;
-            *length = (size_t)(s->p - run);
+            *length = (size_t)(s->at.p - run);
             break;
         }
         if (!o) o = scratch;
-        memcpy(o, run, (size_t)(s->p - run));
-        o += s->p - run;
-        if (*s->p == '"') {
+        memcpy(o, run, (size_t)(s->at.p - run));
+        o += s->at.p - run;
+        if (*s->at.p == '"') {
             *text = scratch;
             *length = (size_t)(o - scratch);
             break;
         }
-        s->p++; /* the backslash */
+        s->at.p++; /* the backslash */
         if (!(o = unescape(s, o))) return UNSURE;
-        run = s->p;
+        run = s->at.p;
     }
-    s->p++; /* the closing quote */
+    s->at.p++; /* the closing quote */
     return OK;
 }
 
-/* A JSON string at s->p as str; the UTF-8 check is CPython's own strict decoder. */
+/* A JSON string at s->at.p as str; the UTF-8 check is CPython's own strict decoder. */
 static int read_string(scan *s, PyObject **value) {
     const unsigned char *text;
     size_t length;
@@ -211,29 +168,29 @@ static int read_body(scan *s) {
 
 /* A key: plain ASCII between quotes (an escaped key is left to the other paths). */
 static int read_key(scan *s, const unsigned char **key, size_t *length) {
-    if (!take(s, '"')) return UNSURE;
-    const unsigned char *start = s->p;
-    while (s->p < s->end && *s->p != '"') {
-        if (*s->p == '\\' || *s->p < 0x20 || *s->p >= 0x80) return UNSURE;
-        s->p++;
+    if (!next_is(&s->at, '"')) return UNSURE;
+    const unsigned char *start = s->at.p;
+    while (s->at.p < s->at.end && *s->at.p != '"') {
+        if (*s->at.p == '\\' || *s->at.p < 0x20 || *s->at.p >= 0x80) return UNSURE;
+        s->at.p++;
     }
-    if (s->p >= s->end) return UNSURE;
+    if (s->at.p >= s->at.end) return UNSURE;
     *key = start;
-    *length = (size_t)(s->p - start);
-    s->p++;
-    return take(s, ':') ? OK : UNSURE;
+    *length = (size_t)(s->at.p - start);
+    s->at.p++;
+    return next_is(&s->at, ':') ? OK : UNSURE;
 }
 
 /* An integer of at most 18 digits (always within 64 bits); fractions and exponents are not. */
 static int read_int(scan *s, PyObject **value) {
-    int negative = s->p < s->end && *s->p == '-';
-    s->p += negative;
-    const unsigned char *start = s->p;
+    int negative = s->at.p < s->at.end && *s->at.p == '-';
+    s->at.p += negative;
+    const unsigned char *start = s->at.p;
     long long v = 0;
-    while (s->p < s->end && *s->p >= '0' && *s->p <= '9') v = v * 10 + (*s->p++ - '0');
-    size_t digits = (size_t)(s->p - start);
+    while (s->at.p < s->at.end && *s->at.p >= '0' && *s->at.p <= '9') v = v * 10 + (*s->at.p++ - '0');
+    size_t digits = (size_t)(s->at.p - start);
     if (digits == 0 || digits > 18 || (digits > 1 && *start == '0')) return UNSURE;
-    if (s->p < s->end && (*s->p == '.' || *s->p == 'e' || *s->p == 'E')) return UNSURE;
+    if (s->at.p < s->at.end && (*s->at.p == '.' || *s->at.p == 'e' || *s->at.p == 'E')) return UNSURE;
     *value = PyLong_FromLongLong(negative ? -v : v);
     return *value ? OK : FAILED;
 }
@@ -241,21 +198,21 @@ static int read_int(scan *s, PyObject **value) {
 static int read_object(scan *s, const field *fields, int presence);
 
 static int read_tags(scan *s, PyObject **value) {
-    if (!take(s, '{')) return UNSURE;
+    if (!next_is(&s->at, '{')) return UNSURE;
     PyObject *tags = PyDict_New();
     if (!tags) return FAILED;
     int result = OK;
-    if (take(s, '}')) goto done;
+    if (next_is(&s->at, '}')) goto done;
     do {
         PyObject *key = NULL, *text = NULL;
-        skip_space(s);
+        space(&s->at);
         if ((result = read_string(s, &key)) != OK) goto done;
-        if (!take(s, ':')) {
+        if (!next_is(&s->at, ':')) {
             Py_DECREF(key);
             result = UNSURE;
             goto done;
         }
-        skip_space(s);
+        space(&s->at);
         if ((result = read_string(s, &text)) == OK) {
             int seen = PyDict_Contains(tags, key);
             result = seen < 0 ? FAILED : seen ? UNSURE : OK;
@@ -264,8 +221,8 @@ static int read_tags(scan *s, PyObject **value) {
         }
         Py_DECREF(key);
         if (result != OK) goto done;
-    } while (take(s, ','));
-    result = take(s, '}') ? OK : UNSURE;
+    } while (next_is(&s->at, ','));
+    result = next_is(&s->at, '}') ? OK : UNSURE;
 done:
     if (result == OK) *value = tags;
     else Py_DECREF(tags);
@@ -273,16 +230,16 @@ done:
 }
 
 static int read_value(scan *s, const field *f) {
-    skip_space(s);
-    if (literal(s, "null", 4)) return OK; /* the slot stays None, as for a missing key */
+    space(&s->at);
+    if (word(&s->at, "null", 4)) return OK; /* the slot stays None, as for a missing key */
     PyObject *value = NULL;
     int result;
     switch (f->kind) {
     case K_STR: result = read_string(s, &value); break;
     case K_INT: result = read_int(s, &value); break;
     case K_BOOL:
-        if (literal(s, "true", 4)) value = Py_NewRef(Py_True);
-        else if (literal(s, "false", 5)) value = Py_NewRef(Py_False);
+        if (word(&s->at, "true", 4)) value = Py_NewRef(Py_True);
+        else if (word(&s->at, "false", 5)) value = Py_NewRef(Py_False);
         result = value ? OK : UNSURE;
         break;
     case K_TAGS: result = read_tags(s, &value); break;
@@ -300,9 +257,9 @@ static int read_value(scan *s, const field *f) {
 
 /* An object of known keys, each at most once; `presence` >= 0 marks the slot set to True. */
 static int read_object(scan *s, const field *fields, int presence) {
-    if (!take(s, '{')) return UNSURE;
+    if (!next_is(&s->at, '{')) return UNSURE;
     if (presence >= 0) Py_XSETREF(s->out[presence], Py_NewRef(Py_True));
-    if (take(s, '}')) return OK;
+    if (next_is(&s->at, '}')) return OK;
     unsigned seen = 0;
     do {
         const unsigned char *key;
@@ -315,8 +272,8 @@ static int read_object(scan *s, const field *fields, int presence) {
         if (!f->key || (seen & bit)) return UNSURE; /* unknown or repeated */
         seen |= bit;
         if ((result = read_value(s, f)) != OK) return result;
-    } while (take(s, ','));
-    return take(s, '}') ? OK : UNSURE;
+    } while (next_is(&s->at, ','));
+    return next_is(&s->at, '}') ? OK : UNSURE;
 }
 
 static int event_stream(PyObject *content_type) {
@@ -399,7 +356,7 @@ static PyObject *scan_envelope(PyObject *Py_UNUSED(module), PyObject *raw) {
     Py_buffer line;
     if (PyObject_GetBuffer(raw, &line, PyBUF_SIMPLE) < 0) return NULL;
     const unsigned char *start = line.buf;
-    scan s = {.p = start, .end = start + line.len};
+    scan s = {.at = {start, start + line.len}};
     PyObject *fields = NULL;
     int result = FAILED;
     /* Two scratches, each as long as the line: unescaping never lengthens a string. */
@@ -412,8 +369,8 @@ static PyObject *scan_envelope(PyObject *Py_UNUSED(module), PyObject *raw) {
     for (int i = 0; i < S_COUNT; i++)
         s.out[i] = Py_NewRef(i == S_REQUEST || i == S_RESPONSE ? Py_False : Py_None);
     result = read_object(&s, ENVELOPE, -1);
-    skip_space(&s);
-    if (result == OK && s.p != s.end) result = UNSURE; /* something after the object */
+    space(&s.at);
+    if (result == OK && s.at.p != s.at.end) result = UNSURE; /* something after the object */
     if (result == OK) result = settle_body(&s);
     if (result == OK && (fields = PyTuple_New(S_COUNT))) {
         for (int i = 0; i < S_COUNT; i++) {

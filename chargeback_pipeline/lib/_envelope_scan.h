@@ -3,6 +3,7 @@
 #define ENVELOPE_SCAN_H
 
 #include <stddef.h>
+#include <string.h>
 
 /* The reference path's usage.TAIL_READ_FROM (a test checks the two agree). */
 #define TAIL_READ_FROM 8192
@@ -65,6 +66,34 @@ static inline const unsigned char *next_special(const unsigned char *p, const un
     return p;
 }
 
+/* A read position in a text and the text's end. */
+typedef struct {
+    const unsigned char *p, *end;
+} cursor;
+
+/* JSON whitespace skipped. */
+static inline void space(cursor *c) {
+    while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r'))
+        c->p++;
+}
+
+/* Whitespace skipped, then `want` taken if it comes next. */
+static inline int next_is(cursor *c, unsigned char want) {
+    space(c);
+    if (c->p < c->end && *c->p == want) {
+        c->p++;
+        return 1;
+    }
+    return 0;
+}
+
+/* `text` (n bytes) taken if it comes next. */
+static inline int word(cursor *c, const char *text, size_t n) {
+    if ((size_t)(c->end - c->p) < n || memcmp(c->p, text, n) != 0) return 0;
+    c->p += n;
+    return 1;
+}
+
 static inline int hex4(const unsigned char *p, unsigned *value) {
     unsigned v = 0;
     for (int i = 0; i < 4; i++) {
@@ -76,6 +105,36 @@ static inline int hex4(const unsigned char *p, unsigned *value) {
         else return 0;
     }
     *value = v;
+    return 1;
+}
+
+/* One escape at c->p, after its backslash: the character it stands for in *code, a surrogate
+ * pair joined; 0 when JSON does not allow it or it leaves half a pair (orjson refuses both). */
+static inline int read_escape(cursor *c, unsigned *code) {
+    unsigned low;
+    if (c->p >= c->end) return 0;
+    switch (*c->p++) {
+    case '"': *code = '"'; return 1;
+    case '\\': *code = '\\'; return 1;
+    case '/': *code = '/'; return 1;
+    case 'b': *code = '\b'; return 1;
+    case 'f': *code = '\f'; return 1;
+    case 'n': *code = '\n'; return 1;
+    case 'r': *code = '\r'; return 1;
+    case 't': *code = '\t'; return 1;
+    case 'u': break;
+    default: return 0;
+    }
+    if (c->end - c->p < 4 || !hex4(c->p, code)) return 0;
+    c->p += 4;
+    if (*code >= 0xDC00 && *code <= 0xDFFF) return 0; /* a lone low surrogate */
+    if (*code >= 0xD800 && *code <= 0xDBFF) {
+        if (c->end - c->p < 6 || c->p[0] != '\\' || c->p[1] != 'u' || !hex4(c->p + 2, &low) ||
+            low < 0xDC00 || low > 0xDFFF)
+            return 0; /* a high surrogate without its low half */
+        c->p += 6;
+        *code = 0x10000 + ((*code - 0xD800) << 10) + (low - 0xDC00);
+    }
     return 1;
 }
 
