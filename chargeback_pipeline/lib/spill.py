@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,7 +15,8 @@ FILE_ROWS = 500
 
 
 class FrameParts:
-    """Frames appended one by one and read back one by one; on disk when given a folder."""
+    """Frames appended one by one and read back together (`collect_parts`); on disk when given
+    a folder."""
 
     def __init__(self, schema: dict[str, pl.DataType], folder: Path | None = None) -> None:
         self.schema = schema
@@ -43,11 +44,6 @@ class FrameParts:
         """Keep each frame in turn."""
         for frame in frames:
             self.append(frame)
-
-    def __iter__(self) -> Iterator[pl.DataFrame]:
-        yield from self._frames
-        for path in self._files:
-            yield pl.read_ipc(path)
 
     def collect(self) -> pl.DataFrame:
         """Every part as one frame."""
