@@ -289,7 +289,8 @@ def read_hour_batches(
         scan = pl.scan_parquet(file, storage_options=storage_options, hive_partitioning=False)
         rows = scan.select(pl.len()).collect().item()
         # Batches of equal size: written back through WRITE_LANES, they keep every lane busy.
-        size = -(-rows // max(-(-rows // batch_rows), 1)) if rows else batch_rows
+        batches = -(-rows // batch_rows)
+        size = -(-rows // batches) if batches else batch_rows
         for start in range(0, rows, size):
             # The partition value lives in the log, not in the file.
             batch = scan.slice(start, size).with_columns(pl.lit(hour).alias(PARTITION))
